@@ -1,0 +1,89 @@
+//! Which files are currently taken by the pipeline, so that a rescan or a late event does not
+//! hand the same file downstream twice, and when a deferred file may be tried again.
+//!
+//! settle claims a file when it passes it on; finish releases it once the file has moved (or
+//! defers it when it must stay in the inbox for a while).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    InFlight,
+    RetryAfter(Instant),
+}
+
+/// Why a file cannot be claimed right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Somewhere between settle and finish.
+    InFlight,
+    /// Deferred (e.g. S3 unreachable); may be tried again at this time.
+    Until(Instant),
+}
+
+#[derive(Debug, Default)]
+pub struct Claims {
+    inner: Mutex<HashMap<PathBuf, Claim>>,
+}
+
+impl Claims {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Claim>> {
+        // A poisoned lock only means another thread panicked while holding it; the map itself
+        // is always in a consistent state (single inserts/removes), so keep using it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn try_claim(&self, path: &Path, now: Instant) -> Result<(), Busy> {
+        let mut map = self.map();
+        match map.get(path) {
+            Some(Claim::InFlight) => Err(Busy::InFlight),
+            Some(Claim::RetryAfter(t)) if *t > now => Err(Busy::Until(*t)),
+            _ => {
+                map.insert(path.to_path_buf(), Claim::InFlight);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn release(&self, path: &Path) {
+        self.map().remove(path);
+    }
+
+    pub fn defer(&self, path: &Path, until: Instant) {
+        self.map()
+            .insert(path.to_path_buf(), Claim::RetryAfter(until));
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.map()
+            .values()
+            .filter(|c| **c == Claim::InFlight)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn claim_release_defer() {
+        let c = Claims::default();
+        let p = Path::new("/in/a");
+        let now = Instant::now();
+        assert_eq!(c.try_claim(p, now), Ok(()));
+        assert_eq!(c.try_claim(p, now), Err(Busy::InFlight));
+        c.defer(p, now + Duration::from_secs(5));
+        assert_eq!(
+            c.try_claim(p, now),
+            Err(Busy::Until(now + Duration::from_secs(5)))
+        );
+        assert_eq!(c.try_claim(p, now + Duration::from_secs(6)), Ok(()));
+        c.release(p);
+        assert_eq!(c.in_flight(), 0);
+    }
+}

@@ -1,0 +1,619 @@
+//! Configuration: built-in defaults → one TOML file → `INBOXD_*` environment variables,
+//! extracted with figment into raw structs, then validated into [`Settings`].
+//!
+//! Every error names the key and where the bad value came from (the file, or the exact
+//! environment variable), because the person reading it is a sysadmin looking at a failed
+//! `systemctl start`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// Environment variables with our prefix that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["CONFIG", "FAILPOINT"];
+const ENV_PREFIX: &str = "INBOXD_";
+
+/// A configuration problem; the binary exits 2 on any of these.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {source_desc}: {message}")]
+pub struct ConfigError {
+    /// "/etc/inboxd/inboxd.toml" or "environment variable INBOXD_X__Y".
+    pub source_desc: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn in_file(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            source_desc: file.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape of the file. Unknown keys are errors everywhere.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    s3: RawS3,
+    #[serde(default)]
+    upload: RawUpload,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    watch: RawWatch,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    inbox: Vec<RawInbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    force_path_style: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    concurrency: Option<usize>,
+    max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_initial: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_later: Option<Duration>,
+    on_conflict: Option<OnConflict>,
+    multipart_threshold: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    max_files: Option<usize>,
+    max_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    #[serde(default, with = "humantime_serde")]
+    rescan: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    #[serde(default, with = "humantime_serde")]
+    grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    dir: Option<PathBuf>,
+    keep: Option<usize>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    name: Option<String>,
+    path: Option<PathBuf>,
+    done_dir: Option<PathBuf>,
+    failed_dir: Option<PathBuf>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    settle: Option<Duration>,
+    watch: Option<WatchMode>,
+    ignore: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings: what the rest of the daemon sees.
+
+/// What to do when a *different* file arrives at a key that already holds an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Upload under `name.<sha12>.ext` and keep the existing object (the safe default).
+    Rename,
+    /// Move the file to failed/ with the reason.
+    Fail,
+    /// Replace the existing object (explicit opt-in only).
+    Overwrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Polling on network file systems, kernel events elsewhere.
+    Auto,
+    Events,
+    Poll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file the settings came from (for messages).
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub s3: S3Settings,
+    pub upload: UploadSettings,
+    pub batch: BatchSettings,
+    pub watch: WatchSettings,
+    pub shutdown_grace: Duration,
+    pub log: LogSettings,
+    pub inboxes: Vec<InboxSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub force_path_style: bool,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub retry_later: Duration,
+    pub on_conflict: OnConflict,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    pub max_files: usize,
+    pub max_bytes: u64,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WatchSettings {
+    pub rescan: Duration,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub dir: Option<PathBuf>,
+    pub keep: usize,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxSettings {
+    pub name: String,
+    pub path: PathBuf,
+    pub done_dir: PathBuf,
+    pub failed_dir: PathBuf,
+    pub bucket: String,
+    pub prefix: String,
+    pub settle: Duration,
+    pub watch: WatchMode,
+    /// Extra ignore globs on top of the built-in ones.
+    pub ignore: Vec<String>,
+}
+
+pub const MIB: u64 = 1024 * 1024;
+
+impl Settings {
+    /// Loads `file`, applies `INBOXD_*` overrides from the environment, validates.
+    pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+        if !file.is_file() {
+            let why = if file.exists() {
+                "not a regular file"
+            } else {
+                "file not found"
+            };
+            return Err(ConfigError::in_file(file, why));
+        }
+        let figment = Figment::new()
+            // file_exact: a missing file must be an error, never a silently empty config.
+            .merge(Toml::file_exact(file))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(ENV_NOT_KEYS)
+                    // [[inbox]] blocks cannot be addressed by env; a stray INBOXD_INBOX would
+                    // only produce a confusing type error, so it is refused by name below.
+                    .split("__"),
+            );
+        let raw: RawConfig = figment.extract().map_err(|e| describe_figment(file, e))?;
+        Self::validate(file, raw)
+    }
+
+    fn validate(file: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
+        let err = |key: &str, msg: &str| ConfigError::in_file(file, format!("key `{key}`: {msg}"));
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let resolve = |p: &Path| absolute(&base.join(p));
+
+        let state_dir = resolve(
+            raw.state_dir
+                .as_deref()
+                .unwrap_or(Path::new("/var/lib/inboxd")),
+        );
+
+        let force_path_style = raw.s3.force_path_style.unwrap_or(raw.s3.endpoint.is_some());
+        if let Some(ep) = &raw.s3.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(err("s3.endpoint", "must start with http:// or https://"));
+        }
+        let s3 = S3Settings {
+            endpoint: raw.s3.endpoint,
+            region: raw.s3.region.unwrap_or_else(|| "us-east-1".into()),
+            force_path_style,
+            connect_timeout: raw.s3.connect_timeout.unwrap_or(Duration::from_secs(5)),
+        };
+
+        let u = raw.upload;
+        let concurrency = u.concurrency.unwrap_or(16);
+        if concurrency == 0 {
+            return Err(err("upload.concurrency", "must be at least 1"));
+        }
+        let max_attempts = u.max_attempts.unwrap_or(5);
+        if max_attempts == 0 {
+            return Err(err("upload.max_attempts", "must be at least 1"));
+        }
+        let retry_initial = u.retry_initial.unwrap_or(Duration::from_millis(500));
+        let retry_max = u.retry_max.unwrap_or(Duration::from_secs(30));
+        if retry_max < retry_initial {
+            return Err(err(
+                "upload.retry_max",
+                "must not be shorter than upload.retry_initial",
+            ));
+        }
+        let multipart_threshold = u.multipart_threshold.map_or(64 * MIB, |b| b.as_u64());
+        let part_size = u.part_size.map_or(16 * MIB, |b| b.as_u64());
+        if part_size < 5 * MIB {
+            return Err(err(
+                "upload.part_size",
+                "must be at least 5 MiB (the S3 minimum part size)",
+            ));
+        }
+        if part_size > 5 * 1024 * MIB {
+            return Err(err(
+                "upload.part_size",
+                "must be at most 5 GiB (the S3 maximum part size)",
+            ));
+        }
+        if multipart_threshold < 5 * MIB {
+            return Err(err("upload.multipart_threshold", "must be at least 5 MiB"));
+        }
+        let upload = UploadSettings {
+            concurrency,
+            max_attempts,
+            retry_initial,
+            retry_max,
+            retry_later: u.retry_later.unwrap_or(Duration::from_secs(60)),
+            on_conflict: u.on_conflict.unwrap_or(OnConflict::Rename),
+            multipart_threshold,
+            part_size,
+        };
+
+        let batch = BatchSettings {
+            max_files: raw.batch.max_files.unwrap_or(20),
+            max_bytes: raw.batch.max_bytes.map_or(1024 * MIB, |b| b.as_u64()),
+            window: raw.batch.window.unwrap_or(Duration::from_millis(500)),
+        };
+        if batch.max_files == 0 {
+            return Err(err("batch.max_files", "must be at least 1"));
+        }
+        if batch.max_bytes == 0 {
+            return Err(err("batch.max_bytes", "must be more than 0 bytes"));
+        }
+
+        let watch = WatchSettings {
+            rescan: raw.watch.rescan.unwrap_or(Duration::from_secs(60)),
+            poll_interval: raw.watch.poll_interval.unwrap_or(Duration::from_secs(10)),
+        };
+        if watch.rescan.is_zero() {
+            return Err(err("watch.rescan", "must be longer than 0s"));
+        }
+        if watch.poll_interval.is_zero() {
+            return Err(err("watch.poll_interval", "must be longer than 0s"));
+        }
+
+        let log = LogSettings {
+            format: raw.log.format.unwrap_or(LogFormat::Text),
+            dir: raw.log.dir.as_deref().map(resolve),
+            keep: raw.log.keep.unwrap_or(14),
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            return Err(err("log.level", &format!("not a valid filter: {e}")));
+        }
+
+        if raw.inbox.is_empty() {
+            return Err(err(
+                "inbox",
+                "no [[inbox]] is configured; at least one is needed",
+            ));
+        }
+        let mut inboxes: Vec<InboxSettings> = Vec::new();
+        let mut names = HashSet::new();
+        for (i, ri) in raw.inbox.into_iter().enumerate() {
+            let key = |field: &str| format!("inbox[{i}].{field}");
+            let required = |v: Option<PathBuf>, field: &str| {
+                v.map(|p| resolve(&p))
+                    .ok_or_else(|| err(&key(field), "is missing"))
+            };
+            let name = ri.name.ok_or_else(|| err(&key("name"), "is missing"))?;
+            if name.is_empty() {
+                return Err(err(&key("name"), "must not be empty"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(err(
+                    &key("name"),
+                    &format!("inbox name {name:?} is used twice"),
+                ));
+            }
+            let path = required(ri.path, "path")?;
+            let done_dir = required(ri.done_dir, "done_dir")?;
+            let failed_dir = required(ri.failed_dir, "failed_dir")?;
+            let bucket = ri.bucket.ok_or_else(|| err(&key("bucket"), "is missing"))?;
+            if bucket.is_empty() {
+                return Err(err(&key("bucket"), "must not be empty"));
+            }
+            let prefix = ri.prefix.unwrap_or_default();
+            if prefix.starts_with('/') {
+                return Err(err(
+                    &key("prefix"),
+                    "must not start with '/' (S3 keys have no leading slash)",
+                ));
+            }
+            let settle = ri.settle.unwrap_or(Duration::from_secs(2));
+            let ignore = ri.ignore.unwrap_or_default();
+            for pat in &ignore {
+                if let Err(e) = globset::Glob::new(pat) {
+                    return Err(err(&key("ignore"), &format!("bad glob {pat:?}: {e}")));
+                }
+            }
+            inboxes.push(InboxSettings {
+                name,
+                path,
+                done_dir,
+                failed_dir,
+                bucket,
+                prefix,
+                settle,
+                watch: ri.watch.unwrap_or(WatchMode::Auto),
+                ignore,
+            });
+        }
+        // Where files go must never be watched as an inbox, or a moved file would come round
+        // again; and one inbox inside another would see every file twice.
+        for (i, a) in inboxes.iter().enumerate() {
+            for (j, b) in inboxes.iter().enumerate() {
+                for (field, dir) in [("done_dir", &a.done_dir), ("failed_dir", &a.failed_dir)] {
+                    if dir.starts_with(&b.path) {
+                        return Err(err(
+                            &format!("inbox[{i}].{field}"),
+                            &format!(
+                                "{} is inside the inbox {} ({}); it must be outside every inbox",
+                                dir.display(),
+                                b.name,
+                                b.path.display()
+                            ),
+                        ));
+                    }
+                }
+                if i != j && a.path.starts_with(&b.path) {
+                    return Err(err(
+                        &format!("inbox[{i}].path"),
+                        &format!(
+                            "{} is inside the inbox {} ({})",
+                            a.path.display(),
+                            b.name,
+                            b.path.display()
+                        ),
+                    ));
+                }
+            }
+            if state_dir.starts_with(&a.path) {
+                return Err(err("state_dir", "must not be inside an inbox"));
+            }
+        }
+
+        Ok(Settings {
+            file: file.to_path_buf(),
+            state_dir,
+            s3,
+            upload,
+            batch,
+            watch,
+            shutdown_grace: raw.shutdown.grace.unwrap_or(Duration::from_secs(25)),
+            log,
+            inboxes,
+        })
+    }
+
+    /// Checks what can only be checked on this machine: the inbox folders exist.
+    pub fn check_paths(&self) -> Result<(), ConfigError> {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if !inbox.path.is_dir() {
+                return Err(ConfigError::in_file(
+                    &self.file,
+                    format!(
+                        "key `inbox[{i}].path`: {} is not an existing folder (is the share mounted?)",
+                        inbox.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns figment's error into one naming the key and the file or environment variable.
+fn describe_figment(file: &Path, error: figment::Error) -> ConfigError {
+    let mut source_desc = file.display().to_string();
+    let mut parts = Vec::new();
+    for e in error {
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let key = e.path.join(".");
+        if from_env {
+            let var = format!(
+                "{ENV_PREFIX}{}",
+                e.path
+                    .iter()
+                    .map(|p| p.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("__")
+            );
+            source_desc = format!("environment variable {var}");
+        }
+        let kind = e.kind.to_string();
+        if key.is_empty() {
+            parts.push(kind);
+        } else {
+            parts.push(format!("key `{key}`: {kind}"));
+        }
+    }
+    ConfigError {
+        source_desc,
+        message: parts.join("; "),
+    }
+}
+
+/// Makes `p` absolute and removes `.`/`..` lexically (without touching the disk, since done/
+/// may not exist yet), so "inside the inbox" checks compare like with like.
+fn absolute(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    // Resolve symlinks where the folder exists, so a symlinked inbox compares correctly.
+    std::fs::canonicalize(&out).unwrap_or(out)
+}
+
+impl fmt::Display for OnConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnConflict::Rename => "rename",
+            OnConflict::Fail => "fail",
+            OnConflict::Overwrite => "overwrite",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, toml).unwrap();
+        Settings::load(&f)
+    }
+
+    const GOOD: &str = r#"
+state_dir = "state"
+[[inbox]]
+name = "a"
+path = "in"
+done_dir = "done"
+failed_dir = "failed"
+bucket = "b"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let s = load_str(GOOD).unwrap();
+        assert_eq!(s.upload.concurrency, 16);
+        assert_eq!(s.batch.max_files, 20);
+        assert_eq!(s.batch.max_bytes, 1024 * MIB);
+        assert_eq!(s.batch.window, Duration::from_millis(500));
+        assert_eq!(s.inboxes[0].settle, Duration::from_secs(2));
+        assert!(s.state_dir.is_absolute());
+        assert!(s.inboxes[0].done_dir.ends_with("done"));
+        assert_eq!(s.upload.on_conflict, OnConflict::Rename);
+        assert!(!s.s3.force_path_style);
+    }
+
+    #[test]
+    fn sizes_are_binary_when_asked() {
+        let s = load_str(&format!("{GOOD}\n[batch]\nmax_bytes = \"8 MiB\"\n")).unwrap();
+        assert_eq!(s.batch.max_bytes, 8 * MIB);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_str(&format!("{GOOD}\n[upload]\nconcurrency = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("upload.concurrency"), "{e}");
+        let e = load_str(&format!("{GOOD}\n[upload]\nconcurency = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("concurency"), "{e}");
+        let e = load_str(&format!("{GOOD}\n[batch]\nwindow = \"soon\"\n")).unwrap_err();
+        assert!(e.to_string().contains("batch.window"), "{e}");
+        let e = load_str(&GOOD.replace("bucket = \"b\"", "")).unwrap_err();
+        assert!(e.to_string().contains("inbox[0].bucket"), "{e}");
+        let e = load_str(&GOOD.replace("\"done\"", "\"in/done\"")).unwrap_err();
+        assert!(e.to_string().contains("inbox[0].done_dir"), "{e}");
+    }
+}

@@ -1,0 +1,399 @@
+//! finish: records every outcome in the ledger and makes it durable, *then* moves the file
+//! into done/ (or failed/ with a reason file beside it). One summary line per batch.
+//!
+//! Outcomes are handled in groups (whatever has arrived): record all, flush once, then move
+//! all. One fsync then covers many files, and no file ever moves before its record is on disk.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::claims::Claims;
+use crate::config::InboxSettings;
+use crate::ledger::{Ledger, LedgerError, Record, State};
+use crate::upload::{BatchInfo, FileResult, Outcome};
+
+/// Counters over the whole run (for `inboxd once`'s exit code and the final log line).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub uploaded: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub failed: AtomicU64,
+    /// Left in the inbox: deferred, changed while processed, or interrupted by shutdown.
+    pub left: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Outcomes taken together at most (one ledger flush each).
+const GROUP: usize = 256;
+
+pub struct FinishStage {
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub ledger: Ledger,
+    pub claims: Arc<Claims>,
+    pub stats: Arc<Stats>,
+    /// How long a deferred file waits before it is tried again.
+    pub retry_later: Duration,
+}
+
+#[derive(Default)]
+struct Report {
+    seen: usize,
+    uploaded: usize,
+    duplicates: usize,
+    failed: usize,
+    deferred: usize,
+    requeued: usize,
+}
+
+impl FinishStage {
+    /// Runs until the upload stage is done. An error means the ledger cannot be written: no
+    /// file may move any more, so the daemon must stop.
+    pub async fn run(self, mut input: mpsc::Receiver<Outcome>) -> Result<(), LedgerError> {
+        let mut reports: HashMap<u64, (Arc<BatchInfo>, Report)> = HashMap::new();
+        while let Some(first) = input.recv().await {
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                match input.try_recv() {
+                    Ok(o) => group.push(o),
+                    Err(_) => break,
+                }
+            }
+            let mut records = Vec::with_capacity(group.len());
+            for o in &group {
+                records.push(self.record(o)?);
+            }
+            // The durability point: after this, a crash cannot make us upload these again.
+            self.ledger.flush().await?;
+            crate::failpoint("after-ledger-flush");
+            for (o, rec) in group.into_iter().zip(records) {
+                self.complete(&o, rec);
+                self.report(o, &mut reports);
+            }
+        }
+        self.ledger.flush().await
+    }
+
+    /// Writes the outcome to the ledger (not yet flushed). Returns the record to complete.
+    fn record(&self, o: &Outcome) -> Result<Option<Record>, LedgerError> {
+        let inbox = &self.inboxes[o.file.inbox];
+        let rel = o.file.rel.to_string_lossy();
+        let sha = o.sha256.as_deref();
+        let existing = self.ledger.get(&inbox.name, &rel, sha)?;
+        let mut rec = existing
+            .unwrap_or_else(|| Record::new(&inbox.name, &rel, sha, o.file.size, &inbox.bucket));
+        rec.attempts += o.attempts;
+        match &o.result {
+            FileResult::Uploaded { key, etag, .. } => {
+                rec.state = State::Uploaded;
+                rec.key = Some(key.clone());
+                rec.etag = etag.clone();
+                rec.reason = None;
+                if let (Some(sha), Ok(Some(mut obj))) =
+                    (sha, self.ledger.get_object(&inbox.bucket, key))
+                    && obj.sha256 == sha
+                {
+                    obj.complete = true;
+                    self.ledger.put_object(&inbox.bucket, key, &obj)?;
+                }
+            }
+            FileResult::Duplicate { .. } => {
+                rec.drops += 1;
+            }
+            FileResult::Failed { reason } => {
+                rec.state = State::Failed;
+                rec.reason = Some(reason.clone());
+            }
+            FileResult::Deferred { reason } => {
+                // Still in the inbox; keep the state, remember why it is waiting.
+                rec.reason = Some(reason.clone());
+            }
+            FileResult::Changed | FileResult::Interrupted => return Ok(None),
+        }
+        self.ledger.put(&mut rec)?;
+        Ok(Some(rec))
+    }
+
+    /// Moves the file (its outcome is already durable) and releases or defers its claim.
+    fn complete(&self, o: &Outcome, rec: Option<Record>) {
+        let inbox = &self.inboxes[o.file.inbox];
+        let path = &o.file.path;
+        let stats = &self.stats;
+        match &o.result {
+            FileResult::Uploaded { key, existed, .. } => {
+                self.move_to_done(o, rec, key, Some(*existed));
+            }
+            FileResult::Duplicate { key } => {
+                self.move_to_done(o, rec, key.as_deref().unwrap_or(""), None);
+            }
+            FileResult::Failed { reason } => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                match move_no_clobber(path, &inbox.failed_dir, &o.file.rel) {
+                    Ok(dest) => {
+                        if let Err(e) = write_reason(&dest, inbox, o, reason) {
+                            tracing::error!(dest = %dest.display(), error = %e,
+                                "cannot write the reason file; the reason is in the ledger");
+                        }
+                        tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                            dest = %dest.display(), "failed; moved to failed/");
+                        self.finished(rec, State::Failed, dest);
+                        self.claims.release(path);
+                    }
+                    Err(e) => {
+                        tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                            error = %e, "failed, and cannot move the file to failed/; it stays in the inbox");
+                        self.claims.defer(path, Instant::now() + self.retry_later);
+                    }
+                }
+            }
+            FileResult::Deferred { reason } => {
+                stats.left.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                    retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
+                self.claims.defer(path, Instant::now() + self.retry_later);
+            }
+            FileResult::Changed => {
+                stats.left.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                    "file changed while being processed; it goes round again once stable");
+                self.claims.release(path);
+            }
+            FileResult::Interrupted => {
+                stats.left.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                    "interrupted by shutdown; stays in the inbox for the next start");
+                self.claims.release(path);
+            }
+        }
+    }
+
+    /// `existed`: None for a duplicate of a finished file, else whether the object was
+    /// already in the bucket before this attempt.
+    fn move_to_done(&self, o: &Outcome, rec: Option<Record>, key: &str, existed: Option<bool>) {
+        let inbox = &self.inboxes[o.file.inbox];
+        let path = &o.file.path;
+        match move_no_clobber(path, &inbox.done_dir, &o.file.rel) {
+            Ok(dest) => {
+                match existed {
+                    None => {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(), key,
+                            dest = %dest.display(), "identical file seen again; not re-uploaded, moved to done");
+                    }
+                    Some(existed) => {
+                        self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(), key,
+                            bytes = o.file.size, already_there = existed, dest = %dest.display(), "uploaded");
+                    }
+                }
+                self.finished(rec, State::Finished, dest);
+                self.claims.release(path);
+            }
+            Err(e) => {
+                // The upload is recorded; only the move failed. Leave the file in the inbox:
+                // the next attempt sees "uploaded" in the ledger and only moves it.
+                self.stats.left.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), key,
+                    error = %e, done_dir = %inbox.done_dir.display(), "uploaded, but cannot move the file to done/; will retry");
+                self.claims.defer(path, Instant::now() + self.retry_later);
+            }
+        }
+    }
+
+    /// Records where the file ended up. Not flushed here: if this is lost in a crash, the
+    /// ledger still says uploaded/failed, which is true, and the file is where it should be.
+    fn finished(&self, rec: Option<Record>, state: State, dest: PathBuf) {
+        if let Some(mut rec) = rec {
+            rec.state = state;
+            rec.dest = Some(dest);
+            if let Err(e) = self.ledger.put(&mut rec) {
+                tracing::error!(error = %e, "cannot record the final place of a file");
+            }
+        }
+    }
+
+    fn report(&self, o: Outcome, reports: &mut HashMap<u64, (Arc<BatchInfo>, Report)>) {
+        let id = o.batch.id;
+        let (info, r) = reports
+            .entry(id)
+            .or_insert_with(|| (o.batch.clone(), Report::default()));
+        r.seen += 1;
+        match o.result {
+            FileResult::Uploaded { .. } => r.uploaded += 1,
+            FileResult::Duplicate { .. } => r.duplicates += 1,
+            FileResult::Failed { .. } => r.failed += 1,
+            FileResult::Deferred { .. } => r.deferred += 1,
+            FileResult::Changed | FileResult::Interrupted => r.requeued += 1,
+        }
+        if r.seen >= info.files {
+            tracing::info!(
+                batch = id,
+                files = info.files,
+                uploaded = r.uploaded,
+                duplicates = r.duplicates,
+                failed = r.failed,
+                deferred = r.deferred,
+                requeued = r.requeued,
+                bytes = info.bytes,
+                duration_ms = info.opened.elapsed().as_millis() as u64,
+                "batch finished"
+            );
+            reports.remove(&id);
+        }
+    }
+}
+
+fn write_reason(
+    dest: &Path,
+    inbox: &InboxSettings,
+    o: &Outcome,
+    reason: &str,
+) -> std::io::Result<()> {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".reason.txt");
+    let mut f = std::fs::File::create(PathBuf::from(name))?;
+    writeln!(f, "reason: {reason}")?;
+    writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
+    writeln!(f, "attempts: {}", o.attempts)?;
+    writeln!(f, "inbox: {}", inbox.name)?;
+    writeln!(f, "original path: {}", o.file.path.display())?;
+    writeln!(f, "size: {}", o.file.size)?;
+    if let Some(sha) = &o.sha256 {
+        writeln!(f, "sha256: {sha}")?;
+    }
+    f.sync_all()
+}
+
+/// Moves `src` to `dir/rel`, never replacing an existing file: on a name collision it picks
+/// `name (1).ext`, `name (2).ext`, …. Works across file systems (copy, fsync, then remove).
+pub fn move_no_clobber(src: &Path, dir: &Path, rel: &Path) -> std::io::Result<PathBuf> {
+    let target = dir.join(rel);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    for n in 0..100_000u32 {
+        let cand = if n == 0 {
+            target.clone()
+        } else {
+            numbered(&target, n)
+        };
+        match rename_noreplace(src, &cand) {
+            Ok(()) => return Ok(cand),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                return copy_across(src, &cand);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many files with this name"))
+}
+
+/// The done/failed folder is on another file system: copy to a temporary name there, make
+/// it durable, give it its final name without replacing anything, then remove the source.
+fn copy_across(src: &Path, target: &Path) -> std::io::Result<PathBuf> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".inboxd-move-{}.tmp", std::process::id()));
+    std::fs::copy(src, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    for n in 0..100_000u32 {
+        let cand = if n == 0 {
+            target.to_path_buf()
+        } else {
+            numbered(target, n)
+        };
+        match rename_noreplace(&tmp, &cand) {
+            Ok(()) => {
+                std::fs::remove_file(src)?;
+                return Ok(cand);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Err(std::io::Error::other("too many files with this name"))
+}
+
+/// `a/scan.pdf` → `a/scan (n).pdf`; `a/README` → `a/README (n)`.
+fn numbered(p: &Path, n: u32) -> PathBuf {
+    let stem = p.file_stem().map(|s| s.to_owned()).unwrap_or_default();
+    let mut name: OsString = stem;
+    name.push(format!(" ({n})"));
+    if let Some(ext) = p.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    p.with_file_name(name)
+}
+
+/// rename(2) that fails with AlreadyExists instead of replacing the target.
+fn rename_noreplace(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_src = std::ffi::CString::new(src.as_os_str().as_bytes())?;
+    let c_dst = std::ffi::CString::new(dst.as_os_str().as_bytes())?;
+    // SAFETY: both arguments are valid NUL-terminated strings that live across the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_src.as_ptr(),
+            libc::AT_FDCWD,
+            c_dst.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // The file system cannot do an atomic no-replace rename (some network file systems):
+        // check, then rename. Only inboxd writes into done/ and failed/, so the gap is ours.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+            if std::fs::symlink_metadata(dst).is_ok() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            std::fs::rename(src, dst)
+        }
+        _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collisions_get_numbered_names() {
+        let d = tempfile::tempdir().unwrap();
+        let done = d.path().join("done");
+        for (i, content) in [b"one", b"two", b"tri"].iter().enumerate() {
+            let src = d.path().join(format!("src{i}"));
+            std::fs::write(&src, content).unwrap();
+            let dest = move_no_clobber(&src, &done, Path::new("a/scan.pdf")).unwrap();
+            assert!(!src.exists());
+            assert_eq!(std::fs::read(&dest).unwrap(), *content);
+        }
+        assert_eq!(std::fs::read(done.join("a/scan.pdf")).unwrap(), b"one");
+        assert_eq!(std::fs::read(done.join("a/scan (1).pdf")).unwrap(), b"two");
+        assert_eq!(std::fs::read(done.join("a/scan (2).pdf")).unwrap(), b"tri");
+        assert_eq!(
+            numbered(Path::new("x/README"), 3),
+            PathBuf::from("x/README (3)")
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The ledger: a sled database that remembers every file's fate so that restarts are safe.
+//!
+//! A file's identity is where it came from (inbox + path relative to the inbox) plus its
+//! content (SHA-256). States move `uploading → uploaded → finished`, or end in `failed`.
+//! Records are stored as versioned JSON so a later release can read what an earlier one wrote.
+//!
+//! sled is not durable until flushed: [`Ledger::flush`] must complete before a file is moved.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the stored record layout.
+const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(
+        "cannot open the ledger in {dir}: {source} (is another inboxd running with this state_dir?)"
+    )]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("ledger I/O error: {0}")]
+    Io(#[from] sled::Error),
+    #[error("ledger record is unreadable: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// An upload was started; the object may or may not exist.
+    Uploading,
+    /// The object is in the bucket; the file may still be in the inbox.
+    Uploaded,
+    /// The file was moved to done/.
+    Finished,
+    /// The file was (or is being) moved to failed/.
+    Failed,
+}
+
+/// Everything the ledger knows about one file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub inbox: String,
+    pub rel_path: String,
+    /// Hex SHA-256 of the content; `None` when the file could not be read.
+    pub sha256: Option<String>,
+    pub size: u64,
+    pub state: State,
+    pub bucket: String,
+    /// The object key actually used (may differ from the default key after a conflict).
+    pub key: Option<String>,
+    pub etag: Option<String>,
+    /// An unfinished multipart upload id, so it can be resumed or aborted after a crash.
+    pub upload_id: Option<String>,
+    pub attempts: u32,
+    pub reason: Option<String>,
+    /// Final location in done/ or failed/.
+    pub dest: Option<PathBuf>,
+    /// How many times this exact file (same place, same content) has been dropped.
+    pub drops: u32,
+    pub updated_at: String,
+}
+
+impl Record {
+    pub fn new(inbox: &str, rel_path: &str, sha256: Option<&str>, size: u64, bucket: &str) -> Self {
+        Record {
+            v: RECORD_VERSION,
+            inbox: inbox.to_owned(),
+            rel_path: rel_path.to_owned(),
+            sha256: sha256.map(str::to_owned),
+            size,
+            state: State::Uploading,
+            bucket: bucket.to_owned(),
+            key: None,
+            etag: None,
+            upload_id: None,
+            attempts: 0,
+            reason: None,
+            dest: None,
+            drops: 1,
+            updated_at: now_rfc3339(),
+        }
+    }
+}
+
+/// What we know about an object key we wrote ourselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub v: u32,
+    pub sha256: String,
+    pub size: u64,
+    pub inbox: String,
+    pub rel_path: String,
+    /// False while the upload that wrote it is not yet recorded as uploaded (e.g. the file
+    /// changed after the object was stored): such an object may be replaced by the next
+    /// version of the same file.
+    pub complete: bool,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    db: sled::Db,
+    files: sled::Tree,
+    objects: sled::Tree,
+}
+
+impl Ledger {
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(LedgerError::Open {
+                dir: dir.to_path_buf(),
+                source: sled::Error::Io(e),
+            });
+        }
+        let db = sled::Config::new()
+            .path(dir.join("ledger"))
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(|source| LedgerError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        let files = db.open_tree("files")?;
+        let objects = db.open_tree("objects")?;
+        db.insert("schema", &RECORD_VERSION.to_be_bytes())?;
+        Ok(Ledger { db, files, objects })
+    }
+
+    /// Key of a file record: inbox NUL rel_path NUL sha256-hex (or "-" when unknown).
+    fn file_key(inbox: &str, rel_path: &str, sha256: Option<&str>) -> Vec<u8> {
+        let mut k = Vec::with_capacity(inbox.len() + rel_path.len() + 66);
+        k.extend_from_slice(inbox.as_bytes());
+        k.push(0);
+        k.extend_from_slice(rel_path.as_bytes());
+        k.push(0);
+        k.extend_from_slice(sha256.unwrap_or("-").as_bytes());
+        k
+    }
+
+    fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(bucket.len() + key.len() + 1);
+        k.extend_from_slice(bucket.as_bytes());
+        k.push(0);
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    pub fn get(
+        &self,
+        inbox: &str,
+        rel_path: &str,
+        sha256: Option<&str>,
+    ) -> Result<Option<Record>, LedgerError> {
+        match self.files.get(Self::file_key(inbox, rel_path, sha256))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `rec` (not yet durable: call [`Ledger::flush`]).
+    pub fn put(&self, rec: &mut Record) -> Result<(), LedgerError> {
+        rec.updated_at = now_rfc3339();
+        rec.v = RECORD_VERSION;
+        let key = Self::file_key(&rec.inbox, &rec.rel_path, rec.sha256.as_deref());
+        self.files.insert(key, serde_json::to_vec(rec)?)?;
+        Ok(())
+    }
+
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, LedgerError> {
+        match self.objects.get(Self::object_key(bucket, key))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        rec: &ObjectRecord,
+    ) -> Result<(), LedgerError> {
+        self.objects
+            .insert(Self::object_key(bucket, key), serde_json::to_vec(rec)?)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (fsync). Required before any file is moved.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every file record, in key order (for `inboxd ledger` and the startup clean-up).
+    pub fn records(&self) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
+        self.files.iter().map(|r| {
+            let (_, v) = r?;
+            Ok(serde_json::from_slice(&v)?)
+        })
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = Ledger::open(dir.path()).unwrap();
+            let mut r = Record::new("scans", "a/b.pdf", Some("ab"), 3, "bkt");
+            r.state = State::Uploaded;
+            r.key = Some("in/a/b.pdf".into());
+            l.put(&mut r).unwrap();
+            l.flush().await.unwrap();
+        }
+        let l = Ledger::open(dir.path()).unwrap();
+        let r = l.get("scans", "a/b.pdf", Some("ab")).unwrap().unwrap();
+        assert_eq!(r.state, State::Uploaded);
+        assert_eq!(r.key.as_deref(), Some("in/a/b.pdf"));
+        assert!(l.get("scans", "a/b.pdf", Some("cd")).unwrap().is_none());
+        assert_eq!(l.records().count(), 1);
+    }
+
+    #[test]
+    fn second_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _l = Ledger::open(dir.path()).unwrap();
+        let e = Ledger::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("another inboxd"), "{e}");
+    }
+}

@@ -1,0 +1,208 @@
+//! The `inboxd` binary: command line, exit codes, logging setup.
+//!
+//! Exit codes: 0 success; 1 a runtime problem (or, for `once`, a file that did not make it;
+//! for `check`, an inbox that failed its probe); 2 a configuration or usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use inboxd::config::Settings;
+use inboxd::finish::Stats;
+use inboxd::watch::Mode;
+
+#[derive(Parser)]
+#[command(
+    name = "inboxd",
+    version,
+    about = "Uploads every complete file dropped into inbox folders to S3, exactly once"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (as systemd does).
+    Run(Common),
+    /// Process everything in the inboxes now, then exit: 0 if every file succeeded, 1 if not.
+    Once(Common),
+    /// Validate the configuration and probe each inbox's bucket; exit 0 if all is well.
+    Check(Common),
+    /// Print every ledger record as one JSON object per line (the daemon must be stopped).
+    Ledger(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        env = "INBOXD_CONFIG",
+        default_value = "/etc/inboxd/inboxd.toml"
+    )]
+    config: PathBuf,
+}
+
+const CONFIG_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; everything else is a usage error.
+            return if e.use_stderr() {
+                ExitCode::from(CONFIG_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let (Command::Run(c) | Command::Once(c) | Command::Check(c) | Command::Ledger(c)) =
+        &cli.command;
+    let settings = match Settings::load(&c.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("inboxd: {e}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    match cli.command {
+        Command::Ledger(_) => ledger(&settings),
+        Command::Check(_) => runtime_then(|| check(settings)),
+        Command::Run(_) => daemon(settings, Mode::Daemon),
+        Command::Once(_) => daemon(settings, Mode::Once),
+    }
+}
+
+fn runtime_then<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("inboxd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn daemon(settings: Settings, mode: Mode) -> ExitCode {
+    if let Err(e) = settings.check_paths() {
+        eprintln!("inboxd: {e}");
+        return ExitCode::from(CONFIG_ERROR);
+    }
+    // The guard flushes file logs when main returns; it must outlive the runtime.
+    let _guard = match inboxd::telemetry::init(&settings.log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("inboxd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = inboxd::shutdown::arm_double_signal_exit() {
+        eprintln!("inboxd: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    runtime_then(|| async move {
+        let intake = tokio_util::sync::CancellationToken::new();
+        let rescan = Arc::new(tokio::sync::Notify::new());
+        let signals = match inboxd::shutdown::listen(intake.clone(), rescan.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("inboxd: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = inboxd::pipeline::run(settings, mode, intake, rescan).await;
+        signals.abort();
+        match result {
+            Ok(stats) => {
+                if mode == Mode::Once
+                    && (Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0)
+                {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inboxd stopped on a fatal error");
+                eprintln!("inboxd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn check(settings: Settings) -> ExitCode {
+    let client = inboxd::upload::s3::client(&settings.s3, &settings.upload).await;
+    let mut all_ok = true;
+    for inbox in &settings.inboxes {
+        let target = format!("s3://{}/{}", inbox.bucket, inbox.prefix);
+        let mut problems = Vec::new();
+        if !inbox.path.is_dir() {
+            problems.push(format!(
+                "inbox folder {} does not exist",
+                inbox.path.display()
+            ));
+        }
+        for dir in [&inbox.done_dir, &inbox.failed_dir] {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                problems.push(format!("cannot create {}: {e}", dir.display()));
+            }
+        }
+        if let Err(e) = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            println!(
+                "ok    {}  {}  -> {target}  (reachable, credentials accepted, writable)",
+                inbox.name,
+                inbox.path.display()
+            );
+        } else {
+            all_ok = false;
+            println!(
+                "FAIL  {}  {}  -> {target}  {}",
+                inbox.name,
+                inbox.path.display(),
+                problems.join("; ")
+            );
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn ledger(settings: &Settings) -> ExitCode {
+    let ledger = match inboxd::ledger::Ledger::open(&settings.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("inboxd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for rec in ledger.records() {
+        match rec.and_then(|r| serde_json::to_string(&r).map_err(Into::into)) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("inboxd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

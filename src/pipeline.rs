@@ -1,0 +1,180 @@
+//! The only wiring file: opens the ledger, creates the channels, spawns the five stages, and
+//! orders startup and shutdown.
+//!
+//! Shutdown runs down the pipeline by closing channels: intake is cancelled (watch and settle
+//! stop), batch passes on what it holds and ends, upload lets running uploads finish within
+//! the grace period and ends, finish records and moves what arrives, flushes, and ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::claims::Claims;
+use crate::config::Settings;
+use crate::finish::{FinishStage, Stats};
+use crate::ledger::{Ledger, LedgerError};
+use crate::settle::{Ignore, SettleStage};
+use crate::upload::UploadStage;
+use crate::watch::{Mode, WatchError, WatchStage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad ignore pattern in inbox {inbox}: {source}")]
+    Ignore {
+        inbox: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("a pipeline stage stopped unexpectedly: {0}")]
+    Stage(String),
+}
+
+/// Channel capacities: small enough to push back when downstream is slow, large enough that
+/// stages do not wait on each other in normal operation.
+const CANDIDATES: usize = 4096;
+const READY: usize = 1024;
+const BATCHES: usize = 16;
+const OUTCOMES: usize = 1024;
+
+/// Runs the pipeline until `intake` is cancelled (daemon) or everything present at startup
+/// is handled (once). Returns the run's counters.
+pub async fn run(
+    settings: Settings,
+    mode: Mode,
+    intake: CancellationToken,
+    rescan_now: Arc<Notify>,
+) -> Result<Arc<Stats>, PipelineError> {
+    for inbox in &settings.inboxes {
+        for dir in [&inbox.done_dir, &inbox.failed_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| PipelineError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+    }
+    let ledger = Ledger::open(&settings.state_dir)?;
+    let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
+    let inboxes = Arc::new(settings.inboxes.clone());
+    let ignores = inboxes
+        .iter()
+        .map(|i| {
+            Ignore::new(&i.ignore).map_err(|source| PipelineError::Ignore {
+                inbox: i.name.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let claims = Arc::new(Claims::default());
+    let stats = Arc::new(Stats::default());
+    // Cancelled when the grace period after a shutdown request is over.
+    let abort = CancellationToken::new();
+
+    let (cand_tx, cand_rx) = mpsc::channel(CANDIDATES);
+    let (ready_tx, ready_rx) = mpsc::channel(READY);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
+    let (out_tx, out_rx) = mpsc::channel(OUTCOMES);
+
+    let watch = WatchStage {
+        inboxes: inboxes.clone(),
+        settings: settings.watch,
+        mode,
+        rescan_now,
+    };
+    let watchers = watch.start_watchers()?;
+    let settle = SettleStage {
+        inboxes: inboxes.clone(),
+        ignores,
+        claims: claims.clone(),
+        mode,
+    };
+    let upload = UploadStage {
+        client,
+        inboxes: inboxes.clone(),
+        settings: settings.upload.clone(),
+        max_batch_files: settings.batch.max_files,
+        ledger: ledger.clone(),
+        mode,
+        intake: intake.clone(),
+        abort: abort.clone(),
+    };
+    let finish = FinishStage {
+        inboxes: inboxes.clone(),
+        ledger: ledger.clone(),
+        claims: claims.clone(),
+        stats: stats.clone(),
+        retry_later: settings.upload.retry_later,
+    };
+
+    let tasks = vec![
+        tokio::spawn(watch.run(watchers, cand_tx, intake.clone())),
+        tokio::spawn(settle.run(cand_rx, ready_tx, intake.clone())),
+        tokio::spawn(crate::batch::run(settings.batch, ready_rx, batch_tx)),
+        tokio::spawn(upload.run(batch_rx, out_tx)),
+    ];
+    let finish = tokio::spawn(finish.run(out_rx));
+
+    let grace = settings.shutdown_grace;
+    let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
+
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("watching"),
+    ]);
+    tracing::info!(
+        inboxes = inboxes.len(),
+        concurrency = settings.upload.concurrency,
+        mode = ?mode,
+        "inboxd started"
+    );
+
+    let finished = finish.await;
+    // finish ends last in an orderly run-down; if it ended early (ledger failure), stop the
+    // rest so that nothing else moves.
+    intake.cancel();
+    abort.cancel();
+    for t in tasks {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "a pipeline stage panicked");
+        }
+    }
+    grace_timer.abort();
+    match finished {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(PipelineError::Stage(e.to_string())),
+    }
+    ledger.flush().await?;
+    tracing::info!(
+        uploaded = Stats::get(&stats.uploaded),
+        duplicates = Stats::get(&stats.duplicates),
+        failed = Stats::get(&stats.failed),
+        left_in_inbox = Stats::get(&stats.left),
+        "inboxd stopped"
+    );
+    Ok(stats)
+}
+
+/// After a shutdown request, gives running uploads `grace`, then abandons them (they are
+/// done again on the next start: nothing is recorded as uploaded that was not).
+async fn grace_period(intake: CancellationToken, abort: CancellationToken, grace: Duration) {
+    intake.cancelled().await;
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = ?grace, "grace period over; abandoning uploads still running (they will be redone on the next start)");
+            abort.cancel();
+        }
+        _ = abort.cancelled() => {}
+    }
+}

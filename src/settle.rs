@@ -1,0 +1,340 @@
+//! settle: decides when a file is complete. A candidate becomes a [`ReadyFile`] once its
+//! size, nanosecond mtime and inode have not changed for the inbox's settle window, measured
+//! by this process (never by trusting mtime's age: clocks on network shares drift).
+//!
+//! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
+//! `*.part`, `~$*`, …) are skipped here, and zero-byte files wait until they grow.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::claims::{Busy, Claims};
+use crate::config::InboxSettings;
+use crate::watch::{Candidate, Mode};
+
+/// Names that are never uploaded: temporary and lock files of common programs. Hidden files
+/// and folders (a leading '.') are ignored as well, see [`Ignore::is_ignored`].
+pub const DEFAULT_IGNORES: &[&str] = &["*.tmp", "*.part", "*.crdownload", "~$*", ".~lock*"];
+
+/// What settle knows about a file when it hands it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Signature {
+    pub fn of(meta: &std::fs::Metadata) -> Signature {
+        Signature {
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Regular,
+    /// A symlink, FIFO, socket or device: never uploaded, moved to failed/ with this reason.
+    NotRegular(&'static str),
+}
+
+/// A file that has been stable for its settle window, claimed for upload.
+#[derive(Debug, Clone)]
+pub struct ReadyFile {
+    pub inbox: usize,
+    pub path: PathBuf,
+    /// Path relative to the inbox.
+    pub rel: PathBuf,
+    pub size: u64,
+    pub sig: Signature,
+    pub kind: Kind,
+    /// When settle handed it on (for latency figures).
+    pub ready_at: Instant,
+}
+
+/// Ignore rules of one inbox.
+pub struct Ignore {
+    names: GlobSet,
+}
+
+impl Ignore {
+    pub fn new(extra: &[String]) -> Result<Ignore, globset::Error> {
+        let mut b = GlobSetBuilder::new();
+        for pat in DEFAULT_IGNORES
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+        {
+            b.add(Glob::new(pat)?);
+        }
+        Ok(Ignore { names: b.build()? })
+    }
+
+    /// `rel` is relative to the inbox. Hidden folders hide everything inside them.
+    pub fn is_ignored(&self, rel: &Path) -> bool {
+        let mut comps = rel.components().peekable();
+        while let Some(c) = comps.next() {
+            let name = c.as_os_str();
+            if name.as_encoded_bytes().first() == Some(&b'.') {
+                return true;
+            }
+            if comps.peek().is_none() && self.names.is_match(name) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+struct Pending {
+    inbox: usize,
+    rel: PathBuf,
+    sig: Signature,
+    next_check: Instant,
+}
+
+pub struct SettleStage {
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub ignores: Vec<Ignore>,
+    pub claims: Arc<Claims>,
+    pub mode: Mode,
+}
+
+impl SettleStage {
+    pub async fn run(
+        self,
+        mut input: mpsc::Receiver<Candidate>,
+        output: mpsc::Sender<ReadyFile>,
+        shutdown: CancellationToken,
+    ) {
+        let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+        // Deadlines, earliest first; an entry is stale when its time no longer matches the
+        // pending file's `next_check` (cheaper than removing from the middle of the heap).
+        let mut due: BinaryHeap<Reverse<(Instant, PathBuf)>> = BinaryHeap::new();
+        let mut input_open = true;
+        loop {
+            if !input_open && pending.is_empty() {
+                return; // once mode: everything swept has been handed on or has vanished
+            }
+            let next = due.peek().map(|Reverse((t, _))| *t);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = input.recv(), if input_open => match c {
+                    Some(c) => self.on_candidate(c, &mut pending, &mut due, &output).await,
+                    None => input_open = false,
+                },
+                _ = sleep_until(next), if next.is_some() => {}
+            }
+            let now = Instant::now();
+            while let Some(Reverse((t, _))) = due.peek() {
+                if *t > now {
+                    break;
+                }
+                let Some(Reverse((t, path))) = due.pop() else {
+                    break;
+                };
+                let current = pending.get(&path).map(|p| p.next_check);
+                if current != Some(t) {
+                    continue; // stale heap entry
+                }
+                if !self
+                    .check(&path, now, &mut pending, &mut due, &output)
+                    .await
+                {
+                    return; // downstream is gone: shutting down
+                }
+            }
+        }
+    }
+
+    async fn on_candidate(
+        &self,
+        c: Candidate,
+        pending: &mut HashMap<PathBuf, Pending>,
+        due: &mut BinaryHeap<Reverse<(Instant, PathBuf)>>,
+        output: &mpsc::Sender<ReadyFile>,
+    ) {
+        if pending.contains_key(&c.path) {
+            return; // already being watched; its next check sees any change
+        }
+        let inbox = &self.inboxes[c.inbox];
+        let Ok(rel) = c.path.strip_prefix(&inbox.path).map(Path::to_path_buf) else {
+            return; // not under this inbox (cannot happen with our watchers)
+        };
+        if rel.as_os_str().is_empty() || self.ignores[c.inbox].is_ignored(&rel) {
+            return;
+        }
+        let meta = match std::fs::symlink_metadata(&c.path) {
+            Ok(m) => m,
+            Err(_) => return, // gone already (renamed away, deleted): nothing to do
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            return;
+        }
+        let now = Instant::now();
+        if !ft.is_file() {
+            // Not something we can upload faithfully; it still must not sit unexplained in
+            // the inbox, so hand it on to be moved to failed/ with a reason.
+            let what = if ft.is_symlink() {
+                "a symbolic link (only regular files are uploaded)"
+            } else {
+                "not a regular file (FIFO, socket or device)"
+            };
+            if self.claims.try_claim(&c.path, now).is_ok() {
+                let _ = output
+                    .send(ReadyFile {
+                        inbox: c.inbox,
+                        rel,
+                        size: 0,
+                        sig: Signature::of(&meta),
+                        kind: Kind::NotRegular(what),
+                        path: c.path,
+                        ready_at: now,
+                    })
+                    .await;
+            }
+            return;
+        }
+        let next_check = now + inbox.settle;
+        due.push(Reverse((next_check, c.path.clone())));
+        pending.insert(
+            c.path,
+            Pending {
+                inbox: c.inbox,
+                rel,
+                sig: Signature::of(&meta),
+                next_check,
+            },
+        );
+    }
+
+    /// A pending file's deadline has come. Returns false when downstream has gone away.
+    async fn check(
+        &self,
+        path: &Path,
+        now: Instant,
+        pending: &mut HashMap<PathBuf, Pending>,
+        due: &mut BinaryHeap<Reverse<(Instant, PathBuf)>>,
+        output: &mpsc::Sender<ReadyFile>,
+    ) -> bool {
+        let Some(p) = pending.get_mut(path) else {
+            return true;
+        };
+        let settle = self.inboxes[p.inbox].settle;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => m,
+            // Vanished or replaced by something else: forget it; a new candidate will come.
+            _ => {
+                pending.remove(path);
+                return true;
+            }
+        };
+        let sig = Signature::of(&meta);
+        let mut rearm = |p: &mut Pending, at: Instant| {
+            p.next_check = at;
+            due.push(Reverse((at, path.to_path_buf())));
+        };
+        if sig != p.sig {
+            // Still being written: the window starts again from now.
+            p.sig = sig;
+            rearm(p, now + settle);
+            return true;
+        }
+        if sig.size == 0 {
+            // A placeholder: wait until it grows. Dropped from memory; a later event or
+            // rescan brings it back.
+            pending.remove(path);
+            return true;
+        }
+        match self.claims.try_claim(path, now) {
+            Ok(()) => {}
+            Err(Busy::InFlight) => {
+                // An earlier version is still being uploaded; look again later.
+                rearm(p, now + settle);
+                return true;
+            }
+            Err(Busy::Until(t)) => {
+                rearm(p, t.max(now + settle));
+                return true;
+            }
+        }
+        let Some(p) = pending.remove(path) else {
+            return true;
+        };
+        let ready = ReadyFile {
+            inbox: p.inbox,
+            path: path.to_path_buf(),
+            rel: p.rel,
+            size: sig.size,
+            sig,
+            kind: Kind::Regular,
+            ready_at: now,
+        };
+        if output.send(ready).await.is_err() {
+            self.claims.release(path);
+            return false;
+        }
+        true
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t.into()).await;
+    }
+}
+
+/// The shortest settle window of all inboxes (for tests and messages).
+pub fn shortest_settle(inboxes: &[InboxSettings]) -> Duration {
+    inboxes
+        .iter()
+        .map(|i| i.settle)
+        .min()
+        .unwrap_or(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ignores() {
+        let ig = Ignore::new(&["*.bak".to_string()]).unwrap();
+        for name in [
+            "a.tmp",
+            "x/y.part",
+            "~$report.docx",
+            ".~lock.report.odt#",
+            ".hidden",
+            ".git/config",
+            "sub/.cache/file.pdf",
+            "old.bak",
+            "d.crdownload",
+        ] {
+            assert!(ig.is_ignored(Path::new(name)), "{name} should be ignored");
+        }
+        for name in [
+            "a.pdf",
+            "tmp/a.pdf",
+            "part.txt",
+            "März/Übersicht.pdf",
+            "a.tmp.pdf",
+        ] {
+            assert!(!ig.is_ignored(Path::new(name)), "{name} should be uploaded");
+        }
+    }
+}

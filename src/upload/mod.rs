@@ -1,0 +1,628 @@
+//! upload: takes batches of ready files and uploads every file concurrently under one global
+//! limit (`upload.concurrency`), so a large or slow file never holds back the others.
+//!
+//! Per file: hash (streamed, bounded memory) → consult the ledger (already uploaded or
+//! already finished? then no upload) → record the intent → conditional PUT with the
+//! SHA-256 checksum the server verifies → classify any error → retry, pause the inbox, defer,
+//! or fail the file. The result is an [`Outcome`] for the finish stage.
+
+pub mod hash;
+pub mod keys;
+pub mod s3;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::batch::Batch;
+use crate::config::{InboxSettings, OnConflict, UploadSettings};
+use crate::ledger::{Ledger, ObjectRecord, Record, State};
+use crate::settle::{Kind, ReadyFile, Signature};
+use crate::watch::Mode;
+use s3::{Disposition, Put, PutError};
+
+/// What became of one file; sent to finish.
+#[derive(Debug)]
+pub struct Outcome {
+    pub batch: Arc<BatchInfo>,
+    pub file: ReadyFile,
+    /// Hex SHA-256, when the file could be read.
+    pub sha256: Option<String>,
+    /// PUT attempts made.
+    pub attempts: u32,
+    pub result: FileResult,
+}
+
+/// The batch a file belonged to (for the batch report).
+#[derive(Debug)]
+pub struct BatchInfo {
+    pub id: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub opened: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileResult {
+    /// The object holds exactly this file. `existed`: it was already there (uploaded before a
+    /// crash, or by an earlier attempt whose answer was lost), so nothing was sent again.
+    Uploaded {
+        key: String,
+        etag: Option<String>,
+        existed: bool,
+    },
+    /// This exact file (same place, same content) was uploaded and finished before.
+    Duplicate { key: Option<String> },
+    /// It can never be uploaded as it is: goes to failed/ with this reason.
+    Failed { reason: String },
+    /// S3 trouble that may pass (outage, throttling, paused inbox at `once`): the file stays
+    /// in the inbox and is tried again later.
+    Deferred { reason: String },
+    /// The file changed or vanished while being processed: it goes round again once stable.
+    Changed,
+    /// Shutdown came first: the file stays in the inbox for the next start.
+    Interrupted,
+}
+
+/// A paused inbox: its bucket or credentials are wrong, so its files wait (in the inbox)
+/// instead of each failing the same way.
+pub struct Pause {
+    inbox: String,
+    state: Mutex<Option<Paused>>,
+    initial: Duration,
+    max: Duration,
+}
+
+struct Paused {
+    until: Instant,
+    backoff: Duration,
+}
+
+impl Pause {
+    pub fn new(inbox: &str, initial: Duration, max: Duration) -> Pause {
+        Pause {
+            inbox: inbox.to_owned(),
+            state: Mutex::new(None),
+            initial: initial.max(Duration::from_millis(100)),
+            max: max.max(initial),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Paused>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pause(&self, reason: &str) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match st.as_mut() {
+            None => {
+                tracing::error!(inbox = %self.inbox, reason, retry_in = ?self.initial,
+                    "inbox paused: bucket or credential problem; its files stay in the inbox until it is fixed");
+                *st = Some(Paused {
+                    until: now + self.initial,
+                    backoff: self.initial,
+                });
+            }
+            Some(p) if now >= p.until => {
+                p.backoff = (p.backoff * 2).min(self.max);
+                p.until = now + p.backoff;
+                tracing::warn!(inbox = %self.inbox, reason, retry_in = ?p.backoff, "inbox still paused");
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn resume(&self) {
+        if self.lock().take().is_some() {
+            tracing::info!(inbox = %self.inbox, "inbox resumed: uploads work again");
+        }
+    }
+
+    /// Waits while paused. False when shutdown came first.
+    async fn wait(&self, intake: &CancellationToken) -> bool {
+        loop {
+            let until = match self.lock().as_ref() {
+                None => return true,
+                Some(p) => p.until,
+            };
+            if until <= Instant::now() {
+                return true; // time to probe again
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = intake.cancelled() => return false,
+            }
+        }
+    }
+}
+
+/// Everything the per-file tasks share.
+struct Shared {
+    client: Client,
+    inboxes: Arc<Vec<InboxSettings>>,
+    settings: UploadSettings,
+    ledger: Ledger,
+    mode: Mode,
+    /// The one limit over all uploads in flight.
+    uploads: Semaphore,
+    /// Hashing reads whole files; a few at a time keep the disk busy without thrashing it.
+    hashing: Semaphore,
+    pauses: Vec<Pause>,
+    /// Cancelled at shutdown: no new upload starts.
+    intake: CancellationToken,
+    /// Cancelled when the grace period is over: uploads still running are abandoned.
+    abort: CancellationToken,
+}
+
+pub struct UploadStage {
+    pub client: Client,
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub settings: UploadSettings,
+    pub max_batch_files: usize,
+    pub ledger: Ledger,
+    pub mode: Mode,
+    pub intake: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+impl UploadStage {
+    pub async fn run(self, mut input: mpsc::Receiver<Batch>, output: mpsc::Sender<Outcome>) {
+        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let pauses = self
+            .inboxes
+            .iter()
+            .map(|i| {
+                Pause::new(
+                    &i.name,
+                    self.settings.retry_initial,
+                    self.settings.retry_max,
+                )
+            })
+            .collect();
+        // Files admitted at once: enough to keep every upload slot busy while others hash or
+        // wait for their report, few enough that a stalled S3 pushes back on settle instead
+        // of piling up tasks.
+        let admission = Arc::new(Semaphore::new(
+            self.settings.concurrency * 2 + self.max_batch_files,
+        ));
+        let shared = Arc::new(Shared {
+            uploads: Semaphore::new(self.settings.concurrency),
+            hashing: Semaphore::new(hashers),
+            client: self.client,
+            inboxes: self.inboxes,
+            settings: self.settings,
+            ledger: self.ledger,
+            mode: self.mode,
+            pauses,
+            intake: self.intake,
+            abort: self.abort,
+        });
+        let tracker = TaskTracker::new();
+        while let Some(batch) = input.recv().await {
+            let info = Arc::new(BatchInfo {
+                id: batch.id,
+                files: batch.items.len(),
+                bytes: batch.bytes,
+                opened: batch.opened,
+            });
+            tracing::debug!(
+                batch = info.id,
+                files = info.files,
+                bytes = info.bytes,
+                "batch closed"
+            );
+            for file in batch.items {
+                let Ok(permit) = admission.clone().acquire_owned().await else {
+                    break; // never closed
+                };
+                let shared = shared.clone();
+                let output = output.clone();
+                let info = info.clone();
+                tracker.spawn(async move {
+                    let outcome = process(&shared, file, info).await;
+                    // If finish is gone the daemon is going down; the ledger still knows.
+                    let _ = output.send(outcome).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+fn outcome(
+    batch: Arc<BatchInfo>,
+    file: ReadyFile,
+    sha256: Option<String>,
+    attempts: u32,
+    result: FileResult,
+) -> Outcome {
+    Outcome {
+        batch,
+        file,
+        sha256,
+        attempts,
+        result,
+    }
+}
+
+/// The life of one file in this stage.
+async fn process(sh: &Shared, file: ReadyFile, batch: Arc<BatchInfo>) -> Outcome {
+    let inbox = &sh.inboxes[file.inbox];
+    let span = tracing::info_span!("file", inbox = %inbox.name, path = %file.rel.display());
+    let (sha, attempts, result) = process_inner(sh, &file, inbox).instrument(span).await;
+    outcome(batch, file, sha, attempts, result)
+}
+
+async fn process_inner(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+) -> (Option<String>, u32, FileResult) {
+    let failed = |reason: String| FileResult::Failed { reason };
+    if let Kind::NotRegular(why) = &file.kind {
+        return (None, 0, failed(format!("this is {why}")));
+    }
+    let default_key = match keys::object_key(&inbox.prefix, &file.rel) {
+        Ok(k) => k,
+        Err(e) => return (None, 0, failed(e.to_string())),
+    };
+    if file.size > 5 * 1024 * 1024 * 1024 {
+        return (
+            None,
+            0,
+            failed("larger than 5 GiB, the S3 limit for a single upload; multipart upload is not supported yet".into()),
+        );
+    }
+
+    // Hash first: the content is the file's identity, and the checksum the server verifies.
+    let sha = {
+        let Ok(_slot) = sh.hashing.acquire().await else {
+            return (None, 0, FileResult::Interrupted);
+        };
+        let path = file.path.clone();
+        let sig = file.sig;
+        match tokio::task::spawn_blocking(move || hash::sha256_file(&path, &sig)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(hash::HashError::Changed)) => return (None, 0, FileResult::Changed),
+            Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (None, 0, FileResult::Changed);
+            }
+            Ok(Err(e)) => return (None, 0, failed(e.to_string())),
+            Err(e) => return (None, 0, failed(format!("hashing failed: {e}"))),
+        }
+    };
+    let hex = hex::encode(sha);
+    let sha_out = Some(hex.clone());
+    let rel = file.rel.to_string_lossy().into_owned();
+
+    // The ledger remembers what happened to this exact file before.
+    let mut rec = match sh.ledger.get(&inbox.name, &rel, Some(&hex)) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                sha_out,
+                0,
+                FileResult::Deferred {
+                    reason: format!("ledger unreadable: {e}"),
+                },
+            );
+        }
+    };
+    match rec.as_ref().map(|r| r.state) {
+        Some(State::Finished) => {
+            let key = rec.and_then(|r| r.key);
+            tracing::info!(
+                key = key.as_deref().unwrap_or(""),
+                "identical file was uploaded before; not uploading again"
+            );
+            return (sha_out, 0, FileResult::Duplicate { key });
+        }
+        Some(State::Uploaded) => {
+            // Uploaded, then the daemon stopped before the file moved: just move it now.
+            let r = rec.unwrap_or_else(|| {
+                Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket)
+            });
+            let key = r.key.clone().unwrap_or_else(|| default_key.clone());
+            tracing::info!(key = %key, "already uploaded before a restart; moving it");
+            return (
+                sha_out,
+                0,
+                FileResult::Uploaded {
+                    key,
+                    etag: r.etag,
+                    existed: true,
+                },
+            );
+        }
+        _ => {}
+    }
+    let mut r = rec
+        .take()
+        .unwrap_or_else(|| Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket));
+    r.state = State::Uploading;
+    r.key = Some(default_key.clone());
+    if let Err(e) = sh.ledger.put(&mut r) {
+        return (
+            sha_out,
+            0,
+            FileResult::Deferred {
+                reason: format!("ledger not writable: {e}"),
+            },
+        );
+    }
+
+    let (attempts, result) = upload_loop(sh, file, inbox, &default_key, &rel, &sha, &hex).await;
+    (sha_out, attempts, result)
+}
+
+/// PUT with retries, conflict handling and pausing. Returns attempts made and the result.
+async fn upload_loop(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    default_key: &str,
+    rel: &str,
+    sha: &[u8; 32],
+    hex: &str,
+) -> (u32, FileResult) {
+    let pause = &sh.pauses[file.inbox];
+    let mut key = default_key.to_owned();
+    let mut replace_etag: Option<String> = None;
+    let mut unconditional = false;
+    let mut attempts = 0u32;
+    let mut transient = 0u32;
+    // Bounded so that a server answering nonsense cannot keep us in the conflict dance.
+    let mut conflict_rounds = 0u32;
+    loop {
+        if sh.mode == Mode::Daemon && !pause.wait(&sh.intake).await {
+            return (attempts, FileResult::Interrupted);
+        }
+        if sh.intake.is_cancelled() {
+            // Shutting down and this upload has not started: it stays for the next start.
+            return (attempts, FileResult::Interrupted);
+        }
+        let permit = tokio::select! {
+            p = sh.uploads.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return (attempts, FileResult::Interrupted),
+            },
+            _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),
+        };
+        attempts += 1;
+        let put = s3::put_file(
+            &sh.client,
+            Put {
+                bucket: &inbox.bucket,
+                key: &key,
+                path: &file.path,
+                size: file.size,
+                sha256: sha,
+                replace_etag: replace_etag.as_deref(),
+                unconditional,
+            },
+        );
+        let res = tokio::select! {
+            r = put => r,
+            // Grace period over: abandon. Nothing is recorded as uploaded, so the next start
+            // does this file again (and finds the object if it did land).
+            _ = sh.abort.cancelled() => return (attempts, FileResult::Interrupted),
+        };
+        drop(permit);
+
+        let failure = match res {
+            Ok(etag) => {
+                crate::failpoint("after-upload");
+                pause.resume();
+                let obj = ObjectRecord {
+                    v: 1,
+                    sha256: hex.to_owned(),
+                    size: file.size,
+                    inbox: inbox.name.clone(),
+                    rel_path: rel.to_owned(),
+                    complete: false,
+                };
+                // Best effort: this record only lets a later version of the same file replace
+                // an object that was never finished; losing it costs a renamed key at worst.
+                let _ = sh.ledger.put_object(&inbox.bucket, &key, &obj);
+                if changed_since(file) {
+                    // The object holds what we hashed (the server verified it), but the file
+                    // has moved on: done/ would not match the bucket. Go round again.
+                    tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                    return (attempts, FileResult::Changed);
+                }
+                if key != default_key {
+                    tracing::warn!(key = %key, default_key, "a different object already had this file's key; uploaded under a new key");
+                }
+                return (
+                    attempts,
+                    FileResult::Uploaded {
+                        key,
+                        etag,
+                        existed: false,
+                    },
+                );
+            }
+            Err(PutError::File(e)) => {
+                if changed_since(file) {
+                    return (attempts, FileResult::Changed);
+                }
+                return (
+                    attempts,
+                    FileResult::Failed {
+                        reason: format!("cannot read the file: {e}"),
+                    },
+                );
+            }
+            Err(PutError::S3(f)) => f,
+        };
+
+        let disposition = match failure.disposition {
+            Disposition::AlreadyExists => {
+                conflict_rounds += 1;
+                if conflict_rounds > 4 {
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: format!("the object at {key} keeps changing: {failure}"),
+                        },
+                    );
+                }
+                match s3::head(&sh.client, &inbox.bucket, &key).await {
+                    Ok(Some(h))
+                        if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) =>
+                    {
+                        // Exactly our content is already there: an earlier attempt (before a
+                        // crash, or whose answer was lost) stored it. Nothing to send again.
+                        pause.resume();
+                        if changed_since(file) {
+                            return (attempts, FileResult::Changed);
+                        }
+                        return (
+                            attempts,
+                            FileResult::Uploaded {
+                                key,
+                                etag: h.etag,
+                                existed: true,
+                            },
+                        );
+                    }
+                    Ok(Some(h)) => {
+                        let ours = sh.ledger.get_object(&inbox.bucket, &key).ok().flatten();
+                        let abandoned_by_us = ours.is_some_and(|o| {
+                            !o.complete
+                                && o.inbox == inbox.name
+                                && o.rel_path == rel
+                                && h.sha256.as_deref() == Some(o.sha256.as_str())
+                        });
+                        if abandoned_by_us && h.etag.is_some() {
+                            // An earlier version of this same file that we stored but never
+                            // finished (it changed during upload): replace exactly that object.
+                            tracing::info!(key = %key, "replacing an unfinished earlier version of this file");
+                            replace_etag = h.etag;
+                            continue;
+                        }
+                        replace_etag = None;
+                        match sh.settings.on_conflict {
+                            OnConflict::Rename if key == default_key => {
+                                key = keys::conflict_key(default_key, hex);
+                                continue;
+                            }
+                            OnConflict::Overwrite => {
+                                tracing::warn!(key = %key, "replacing a different existing object (on_conflict = \"overwrite\")");
+                                unconditional = true;
+                                continue;
+                            }
+                            _ => {
+                                return (
+                                    attempts,
+                                    FileResult::Failed {
+                                        reason: format!(
+                                            "a different object already exists at s3://{}/{key} (sha256 {}); on_conflict = \"{}\" keeps it",
+                                            inbox.bucket,
+                                            h.sha256.as_deref().unwrap_or("unknown"),
+                                            sh.settings.on_conflict
+                                        ),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    Ok(None) => continue, // it went away meanwhile: just try again
+                    Err(hf) => hf.disposition,
+                }
+            }
+            Disposition::BadDigest => {
+                if changed_since(file) {
+                    return (attempts, FileResult::Changed);
+                }
+                // The bytes were damaged on the way; sending again is the cure.
+                Disposition::Retry
+            }
+            d => d,
+        };
+
+        match disposition {
+            Disposition::Retry | Disposition::AlreadyExists | Disposition::BadDigest => {
+                transient += 1;
+                if transient >= sh.settings.max_attempts {
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: failure.message,
+                        },
+                    );
+                }
+                let delay = backoff(sh.settings.retry_initial, sh.settings.retry_max, transient);
+                tracing::warn!(error = %failure, retry_in = ?delay, attempt = attempts, "upload failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),
+                }
+            }
+            Disposition::FatalConfig => {
+                if sh.mode == Mode::Once {
+                    tracing::error!(error = %failure, "bucket or credential problem");
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: failure.message,
+                        },
+                    );
+                }
+                pause.pause(&failure.message);
+            }
+            Disposition::Permanent => {
+                return (
+                    attempts,
+                    FileResult::Failed {
+                        reason: failure.message,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// True when the file is no longer the one settle handed on (or is gone).
+fn changed_since(file: &ReadyFile) -> bool {
+    match std::fs::symlink_metadata(&file.path) {
+        Ok(m) => Signature::of(&m) != file.sig,
+        Err(_) => true,
+    }
+}
+
+/// Exponential backoff with jitter: base doubles per attempt up to `max`, and the actual
+/// wait is uniformly between half and all of it, so many files retrying do not stampede.
+fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let base = exp.min(max);
+    let half = base / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let i = Duration::from_millis(100);
+        let m = Duration::from_secs(2);
+        for _ in 0..50 {
+            let b1 = backoff(i, m, 1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= i, "{b1:?}");
+            let b3 = backoff(i, m, 3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            let b20 = backoff(i, m, 20);
+            assert!(b20 >= Duration::from_secs(1) && b20 <= m);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The S3 side of uploading: the client, a streaming conditional PUT with a precomputed
+//! SHA-256 checksum, HEAD, and the one pure function that classifies errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use base64::Engine as _;
+
+use crate::config::{S3Settings, UploadSettings};
+
+/// What to do about a failed S3 call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Network trouble, throttling, 5xx: try again later.
+    Retry,
+    /// 412 on a create-only write: something is already at the key; look at it.
+    AlreadyExists,
+    /// The server says the body does not match its checksum: the file may have changed.
+    BadDigest,
+    /// Bucket or credentials problem: every file of the inbox would fail the same way, so
+    /// pause the inbox instead of failing files.
+    FatalConfig,
+    /// This file can never be uploaded as it is (e.g. 400 InvalidArgument, EntityTooLarge).
+    Permanent,
+}
+
+/// The kind of failure below the HTTP status, as far as it matters for classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The server answered with a status code.
+    Response,
+    /// Timeout, connection refused/reset, broken response.
+    Network,
+    /// The request could not be built (a bug or unusable input).
+    Construction,
+}
+
+/// Classifies a failure from its parts. Pure, so every case is unit-tested.
+pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -> Disposition {
+    use Disposition::*;
+    match transport {
+        Transport::Network => return Retry,
+        Transport::Construction => return Permanent,
+        Transport::Response => {}
+    }
+    match (status, code) {
+        (Some(412), _) | (_, Some("PreconditionFailed")) => AlreadyExists,
+        (_, Some("BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest")) => BadDigest,
+        (_, Some("ConditionalRequestConflict")) => Retry,
+        (
+            _,
+            Some(
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "RequestTimeTooSkewed"
+                | "ExpiredToken"
+                | "OperationAborted"
+                | "TooManyRequests",
+            ),
+        ) => Retry,
+        (
+            _,
+            Some(
+                "NoSuchBucket"
+                | "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AllAccessDisabled"
+                | "InvalidBucketName"
+                | "AccountProblem"
+                | "PermanentRedirect"
+                | "AuthorizationHeaderMalformed"
+                | "InvalidToken",
+            ),
+        ) => FatalConfig,
+        // HEAD answers carry no error body: judge by status alone.
+        (Some(401 | 403), _) => FatalConfig,
+        (Some(301 | 307), _) => FatalConfig,
+        (Some(408 | 409 | 429), _) => Retry,
+        (Some(500..=599), _) => Retry,
+        _ => Permanent,
+    }
+}
+
+/// A failed S3 call: how to treat it, and a message for logs and reason files.
+#[derive(Debug, Clone)]
+pub struct S3Failure {
+    pub disposition: Disposition,
+    pub message: String,
+}
+
+impl std::fmt::Display for S3Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn failure<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (transport, status) = match err {
+        SdkError::ServiceError(ctx) => (Transport::Response, Some(ctx.raw().status().as_u16())),
+        SdkError::ResponseError(ctx) => (Transport::Network, Some(ctx.raw().status().as_u16())),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => (Transport::Network, None),
+        SdkError::ConstructionFailure(_) => (Transport::Construction, None),
+        _ => (Transport::Network, None),
+    };
+    let code = err.code();
+    let disposition = classify(transport, status, code);
+    let mut message = match (code, err.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_owned(),
+        _ => aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+    };
+    if let Some(s) = status {
+        message = format!("{message} (HTTP {s})");
+    }
+    S3Failure {
+        disposition,
+        message,
+    }
+}
+
+/// Builds the client: the standard AWS credential chain, our endpoint and region, retries
+/// with backoff inside the SDK for quick blips (our own loop handles longer outages).
+pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(upload.retry_initial.min(Duration::from_secs(1)))
+        .with_max_backoff(upload.retry_max);
+    // No attempt timeout: a large body legitimately takes long. A dead connection is caught by
+    // the SDK's stalled-stream protection instead.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(s3.connect_timeout)
+        .build();
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(s3.region.clone()))
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+    if let Some(ep) = &s3.endpoint {
+        b = b.endpoint_url(ep);
+    }
+    b = b.force_path_style(s3.force_path_style);
+    Client::from_conf(b.build())
+}
+
+/// One PUT of a whole file.
+pub struct Put<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub path: &'a Path,
+    pub size: u64,
+    pub sha256: &'a [u8; 32],
+    /// Replace only this exact object (its ETag); `None` means create-only (If-None-Match: *).
+    pub replace_etag: Option<&'a str>,
+    /// Replace whatever is there (on_conflict = "overwrite").
+    pub unconditional: bool,
+}
+
+/// Why a PUT did not happen.
+#[derive(Debug)]
+pub enum PutError {
+    /// The file could not be opened for the body (vanished or unreadable).
+    File(String),
+    S3(S3Failure),
+}
+
+/// Streams the file as the body of a PUT. The precomputed SHA-256 goes in
+/// `x-amz-checksum-sha256`, so the server verifies the bytes, and the SDK neither adds its own
+/// CRC32 nor switches to aws-chunked encoding (which several S3-compatible servers reject).
+/// Returns the ETag.
+pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, PutError> {
+    let body = ByteStream::read_from()
+        .path(p.path)
+        .length(Length::Exact(p.size))
+        .buffer_size(256 * 1024)
+        .build()
+        .await
+        .map_err(|e| PutError::File(e.to_string()))?;
+    let hex = hex::encode(p.sha256);
+    let mut req = client
+        .put_object()
+        .bucket(p.bucket)
+        .key(p.key)
+        .body(body)
+        .content_length(p.size as i64)
+        .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(p.sha256))
+        .metadata("sha256", hex);
+    if let Some(etag) = p.replace_etag {
+        req = req.if_match(etag);
+    } else if !p.unconditional {
+        req = req.if_none_match("*");
+    }
+    match req.send().await {
+        Ok(out) => Ok(out.e_tag().map(str::to_owned)),
+        Err(e) => Err(PutError::S3(failure(&e))),
+    }
+}
+
+/// What HEAD says about an existing object.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub sha256: Option<String>,
+    pub size: Option<i64>,
+    pub etag: Option<String>,
+}
+
+/// HEAD of `key`; `Ok(None)` when there is no object.
+pub async fn head(client: &Client, bucket: &str, key: &str) -> Result<Option<Head>, S3Failure> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(Head {
+            sha256: out.metadata().and_then(|m| m.get("sha256").cloned()),
+            size: out.content_length(),
+            etag: out.e_tag().map(str::to_owned),
+        })),
+        Err(SdkError::ServiceError(ctx)) if ctx.raw().status().as_u16() == 404 => Ok(None),
+        Err(e) => Err(failure(&e)),
+    }
+}
+
+/// Probes a bucket as `inboxd check` does: reachable with these credentials (HeadBucket), and
+/// writable without leaving anything behind (start a multipart upload under the prefix and
+/// abort it at once).
+pub async fn probe(client: &Client, bucket: &str, prefix: &str) -> Result<(), String> {
+    client
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| {
+            let f = failure(&e);
+            match (f.disposition, e.raw_response().map(|r| r.status().as_u16())) {
+                (_, Some(404)) => "bucket does not exist (HeadBucket: 404)".to_owned(),
+                (_, Some(403)) => {
+                    "access denied: check the credentials and bucket policy (HeadBucket: 403)"
+                        .to_owned()
+                }
+                _ => format!("bucket not reachable: {f}"),
+            }
+        })?;
+    let key = format!("{prefix}.inboxd-check");
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| format!("not writable: {}", failure(&e)))?;
+    if let Some(id) = created.upload_id() {
+        client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| format!("write probe could not be cleaned up: {}", failure(&e)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Disposition::*;
+    use super::Transport::*;
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(Network, None, None), Retry);
+        assert_eq!(classify(Construction, None, None), Permanent);
+        assert_eq!(classify(Response, Some(503), Some("SlowDown")), Retry);
+        assert_eq!(classify(Response, Some(500), Some("InternalError")), Retry);
+        assert_eq!(classify(Response, Some(502), None), Retry);
+        assert_eq!(classify(Response, Some(429), None), Retry);
+        assert_eq!(
+            classify(Response, Some(412), Some("PreconditionFailed")),
+            AlreadyExists
+        );
+        assert_eq!(
+            classify(Response, Some(409), Some("ConditionalRequestConflict")),
+            Retry
+        );
+        assert_eq!(
+            classify(Response, Some(403), Some("AccessDenied")),
+            FatalConfig
+        );
+        assert_eq!(classify(Response, Some(403), None), FatalConfig);
+        assert_eq!(
+            classify(Response, Some(404), Some("NoSuchBucket")),
+            FatalConfig
+        );
+        assert_eq!(
+            classify(Response, Some(403), Some("InvalidAccessKeyId")),
+            FatalConfig
+        );
+        assert_eq!(classify(Response, Some(400), Some("BadDigest")), BadDigest);
+        assert_eq!(
+            classify(Response, Some(400), Some("InvalidArgument")),
+            Permanent
+        );
+        assert_eq!(
+            classify(Response, Some(400), Some("EntityTooLarge")),
+            Permanent
+        );
+        assert_eq!(classify(Response, Some(400), Some("RequestTimeout")), Retry);
+        assert_eq!(
+            classify(Response, Some(400), Some("KeyTooLongError")),
+            Permanent
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! watch: turns the file system into [`Candidate`]s — paths that may hold a new file.
+//!
+//! Kernel events are only hints: they can be lost (queue overflow), arrive before a new
+//! sub-folder is watched, or never come at all for writes made by other machines on a network
+//! share. So the truth comes from walking the tree: once at startup, after every overflow,
+//! whenever a new folder appears, and periodically. A lost event costs latency, never a file.
+//! Per inbox, `watch = "poll"` relies on walking alone (every `watch.poll_interval`), and
+//! `"auto"` picks polling when the inbox lives on a network file system.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{InboxSettings, WatchMode, WatchSettings};
+
+/// A path in inbox number `inbox` that may be a new or changed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub inbox: usize,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(
+        "cannot watch {path}: the inotify watch limit is reached; raise it with \
+         `sysctl fs.inotify.max_user_watches=524288` (and a file in /etc/sysctl.d/), \
+         or set watch = \"poll\" for this inbox"
+    )]
+    WatchLimit { path: PathBuf },
+    #[error("cannot watch {path}: {source}")]
+    Notify {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// How the stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch until shut down.
+    Daemon,
+    /// One sweep of every inbox, then end (`inboxd once`).
+    Once,
+}
+
+/// One raw notification from a watcher thread, tagged with its inbox.
+enum Raw {
+    Paths(usize, Vec<PathBuf>, bool),
+    Error(usize, notify::Error),
+}
+
+/// Capacity of the queue between notify's thread and this stage. When it is full, events are
+/// dropped and a full rescan is requested instead (the callback must never block).
+const RAW_QUEUE: usize = 16_384;
+
+pub struct WatchStage {
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub settings: WatchSettings,
+    pub mode: Mode,
+    /// Notified (e.g. by SIGHUP) to rescan every inbox now.
+    pub rescan_now: Arc<Notify>,
+}
+
+impl WatchStage {
+    /// Starts the kernel watchers (daemon mode). Done before the stage runs so that a watch
+    /// problem stops the daemon at startup with a clear message.
+    pub fn start_watchers(&self) -> Result<Watchers, WatchError> {
+        let (tx, rx) = mpsc::channel(RAW_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let mut watchers = Vec::new();
+        if self.mode == Mode::Once {
+            return Ok(Watchers {
+                watchers,
+                raw: rx,
+                overflowed,
+            });
+        }
+        for (idx, inbox) in self.inboxes.iter().enumerate() {
+            if !uses_events(inbox) {
+                tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
+                    interval = ?self.settings.poll_interval, "watching by polling");
+                continue;
+            }
+            let tx = tx.clone();
+            let flag = overflowed.clone();
+            let handler = move |res: notify::Result<notify::Event>| {
+                let raw = match res {
+                    Ok(ev) => {
+                        let rescan = ev.need_rescan();
+                        if !is_interesting(&ev.kind) && !rescan {
+                            return;
+                        }
+                        Raw::Paths(idx, ev.paths, rescan)
+                    }
+                    Err(e) => Raw::Error(idx, e),
+                };
+                // Never block notify's thread: if the queue is full, drop the event and ask
+                // for a full rescan, which finds the same files.
+                if tx.try_send(raw).is_err() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            };
+            let mut w =
+                RecommendedWatcher::new(handler, notify::Config::default()).map_err(|source| {
+                    WatchError::Notify {
+                        path: inbox.path.clone(),
+                        source,
+                    }
+                })?;
+            w.watch(&inbox.path, RecursiveMode::Recursive)
+                .map_err(|e| watch_error(&inbox.path, e))?;
+            tracing::info!(inbox = %inbox.name, path = %inbox.path.display(), "watching with kernel events");
+            watchers.push(w);
+        }
+        Ok(Watchers {
+            watchers,
+            raw: rx,
+            overflowed,
+        })
+    }
+
+    /// Runs the stage until `shutdown` (daemon) or after one sweep (once).
+    pub async fn run(
+        self,
+        started: Watchers,
+        output: mpsc::Sender<Candidate>,
+        shutdown: CancellationToken,
+    ) {
+        let Watchers {
+            watchers,
+            mut raw,
+            overflowed,
+        } = started;
+        // Startup sweep: files present before we started get no events.
+        for idx in 0..self.inboxes.len() {
+            if !self.sweep(idx, &self.inboxes[idx].path, &output).await {
+                return;
+            }
+        }
+        if self.mode == Mode::Once {
+            return;
+        }
+        let _watchers = watchers; // dropping a watcher stops it: keep them for the whole run
+
+        let mut rescan = tokio::time::interval(self.settings.rescan);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescan.tick().await; // the first tick is immediate; the startup sweep just did it
+        let mut poll = tokio::time::interval(self.settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        let polled: Vec<usize> = (0..self.inboxes.len())
+            .filter(|i| !uses_events(&self.inboxes[*i]))
+            .collect();
+
+        loop {
+            let ok = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = raw.recv() => match ev {
+                    Some(ev) => self.on_raw(ev, &output).await,
+                    None => {
+                        // All watchers gone (cannot happen while we hold them); keep polling.
+                        std::future::pending::<()>().await;
+                        true
+                    }
+                },
+                _ = rescan.tick() => self.sweep_all("periodic", &output).await,
+                _ = poll.tick(), if !polled.is_empty() => {
+                    let mut ok = true;
+                    for &i in &polled {
+                        ok &= self.sweep(i, &self.inboxes[i].path, &output).await;
+                    }
+                    ok
+                }
+                _ = self.rescan_now.notified() => self.sweep_all("requested", &output).await,
+            };
+            if !ok {
+                return; // settle is gone: the pipeline is shutting down
+            }
+            if overflowed.swap(false, Ordering::Relaxed) {
+                tracing::warn!("file events were dropped (queue full); rescanning every inbox");
+                if !self.sweep_all("overflow", &output).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_raw(&self, ev: Raw, output: &mpsc::Sender<Candidate>) -> bool {
+        match ev {
+            Raw::Error(idx, e) => {
+                let inbox = &self.inboxes[idx];
+                // A failed watch on a new sub-folder: the periodic rescan still covers it, but
+                // latency suffers, so say so loudly and once per occurrence.
+                tracing::error!(inbox = %inbox.name, error = %watch_error(&inbox.path, e),
+                    "file watching degraded; files are still found by the periodic rescan");
+                true
+            }
+            Raw::Paths(idx, _, true) => {
+                tracing::warn!(inbox = %self.inboxes[idx].name, "kernel event queue overflowed; rescanning");
+                self.sweep(idx, &self.inboxes[idx].path, output).await
+            }
+            Raw::Paths(idx, paths, false) => {
+                for path in paths {
+                    // A new folder's own files raise no events if they were written before its
+                    // watch was added (or it was moved in whole): walk it.
+                    let is_dir = tokio::fs::symlink_metadata(&path)
+                        .await
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false);
+                    let ok = if is_dir {
+                        self.sweep(idx, &path, output).await
+                    } else {
+                        output.send(Candidate { inbox: idx, path }).await.is_ok()
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    async fn sweep_all(&self, why: &str, output: &mpsc::Sender<Candidate>) -> bool {
+        tracing::debug!(reason = why, "rescanning all inboxes");
+        for idx in 0..self.inboxes.len() {
+            if !self.sweep(idx, &self.inboxes[idx].path, output).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Walks `dir` (inside inbox `idx`) and sends every non-directory entry as a candidate.
+    async fn sweep(&self, idx: usize, dir: &Path, output: &mpsc::Sender<Candidate>) -> bool {
+        let dir = dir.to_path_buf();
+        let name = self.inboxes[idx].name.clone();
+        let found = tokio::task::spawn_blocking(move || walk(&name, &dir)).await;
+        let Ok(found) = found else {
+            return true; // the walk task panicked; nothing found this time, the next sweep retries
+        };
+        for path in found {
+            if output.send(Candidate { inbox: idx, path }).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The running kernel watchers and the queue they feed (opaque outside this module).
+pub struct Watchers {
+    watchers: Vec<RecommendedWatcher>,
+    raw: mpsc::Receiver<Raw>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// Every non-directory entry under `dir`. Unreadable entries are logged and skipped: they
+/// cannot be uploaded anyway, and the next sweep looks again.
+fn walk(inbox: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        match entry {
+            Ok(e) if !e.file_type().is_dir() => out.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(inbox, error = %e, "cannot read part of the inbox"),
+        }
+    }
+    out
+}
+
+fn is_interesting(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        _ => false,
+    }
+}
+
+fn watch_error(path: &Path, e: notify::Error) -> WatchError {
+    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+        WatchError::WatchLimit {
+            path: path.to_path_buf(),
+        }
+    } else {
+        WatchError::Notify {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Whether kernel events are used for this inbox (otherwise it is polled).
+fn uses_events(inbox: &InboxSettings) -> bool {
+    match inbox.watch {
+        WatchMode::Events => true,
+        WatchMode::Poll => false,
+        WatchMode::Auto => match fs_type(&inbox.path) {
+            Some(t) if is_network_fs(&t) => {
+                tracing::info!(inbox = %inbox.name, fs = %t,
+                    "inbox is on a network file system; polling (writes from other machines raise no events)");
+                false
+            }
+            _ => true,
+        },
+    }
+}
+
+fn is_network_fs(fs: &str) -> bool {
+    matches!(
+        fs,
+        "nfs" | "nfs4" | "cifs" | "smb3" | "smbfs" | "9p" | "ceph" | "glusterfs" | "afs" | "davfs"
+    ) || fs.starts_with("fuse.")
+}
+
+/// The file system type of the mount holding `path`, from /proc/self/mountinfo.
+fn fs_type(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_fs_type(&info, path)
+}
+
+fn mount_fs_type(mountinfo: &str, path: &Path) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for line in mountinfo.lines() {
+        // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
+        let mut halves = line.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mount_point = mount_point.replace("\\040", " ");
+        let Some(fs) = right.split(' ').next() else {
+            continue;
+        };
+        if path.starts_with(&mount_point)
+            && best.as_ref().is_none_or(|(l, _)| mount_point.len() >= *l)
+        {
+            best = Some((mount_point.len(), fs.to_owned()));
+        }
+    }
+    best.map(|(_, fs)| fs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_longest_mount() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    40 22 0:50 / /srv/share rw - nfs4 server:/export rw\n\
+                    41 22 0:51 / /srv/my\\040docs rw - cifs //host/docs rw\n";
+        assert_eq!(
+            mount_fs_type(info, Path::new("/srv/share/inbox")).as_deref(),
+            Some("nfs4")
+        );
+        assert_eq!(
+            mount_fs_type(info, Path::new("/srv/my docs/in")).as_deref(),
+            Some("cifs")
+        );
+        assert_eq!(
+            mount_fs_type(info, Path::new("/var/x")).as_deref(),
+            Some("ext4")
+        );
+        assert!(is_network_fs("nfs4") && is_network_fs("fuse.sshfs") && !is_network_fs("ext4"));
+    }
+
+    #[test]
+    fn walk_lists_files_in_nested_folders() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/x.pdf"), b"x").unwrap();
+        std::fs::write(d.path().join("y"), b"y").unwrap();
+        let mut found = walk("t", d.path());
+        found.sort();
+        assert_eq!(found, vec![d.path().join("a/b/x.pdf"), d.path().join("y")]);
+    }
+}

@@ -1,0 +1,714 @@
+//! An in-process S3 server for tests and the quickstart example.
+//!
+//! s3s 0.14.1 serves the S3 protocol (SigV4 verified through `SimpleAuth`), s3s-fs stores the
+//! objects as plain files below a root directory (one top-level directory per bucket), and a
+//! scripted fault plan can reject, delay or "fail after success" any operation, optionally only
+//! for one object key.
+//!
+//! Self-contained on purpose: `examples/quickstart.rs` includes this file with
+//! `#[path = "../tests/support/s3.rs"] mod s3;`, so it must not refer to anything outside itself.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::dto::*;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result};
+
+pub use s3s::S3ErrorCode;
+
+/// Access key the server accepts (pass it to the daemon as `AWS_ACCESS_KEY_ID`).
+pub const ACCESS_KEY: &str = "AKIDINBOXDTEST";
+/// Secret key the server accepts (pass it to the daemon as `AWS_SECRET_ACCESS_KEY`).
+pub const SECRET_KEY: &str = "inboxd-test-secret-key-0123456789";
+/// Region the verification client signs for.
+pub const REGION: &str = "us-east-1";
+/// Bucket that [`TestS3::start`] always creates.
+pub const BUCKET: &str = "test-bucket";
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------------------------
+
+/// The S3 operation of a request, as far as the tests care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    PutObject,
+    HeadObject,
+    HeadBucket,
+    GetObject,
+    CreateBucket,
+    ListObjectsV2,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    /// Anything else (ListBuckets, DeleteBucket, CopyObject, DeleteObjects, ...).
+    Other,
+}
+
+/// What one HTTP request addresses.
+#[derive(Clone, Debug)]
+struct Target {
+    op: Op,
+    key: Option<String>,
+}
+
+fn classify(method: &http::Method, uri: &http::Uri) -> Target {
+    let path = percent_decode(uri.path());
+    let path = path.trim_start_matches('/');
+    let (bucket, key) = match path.split_once('/') {
+        Some((b, k)) if !k.is_empty() => (b, Some(k.to_owned())),
+        Some((b, _)) => (b, None),
+        None => (path, None),
+    };
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .collect();
+    let has = |name: &str| query.contains(&name);
+
+    let op = match (method.as_str(), bucket.is_empty(), key.is_some()) {
+        (_, true, _) => Op::Other,
+        ("HEAD", _, true) => Op::HeadObject,
+        ("HEAD", _, false) => Op::HeadBucket,
+        ("GET", _, true) if has("uploadId") => Op::ListParts,
+        ("GET", _, true) => Op::GetObject,
+        ("GET", _, false) if has("list-type") => Op::ListObjectsV2,
+        ("PUT", _, true) if has("uploadId") => Op::UploadPart,
+        ("PUT", _, true) => Op::PutObject,
+        ("PUT", _, false) if query.iter().all(|q| q.is_empty()) => Op::CreateBucket,
+        ("POST", _, true) if has("uploads") => Op::CreateMultipartUpload,
+        ("POST", _, true) if has("uploadId") => Op::CompleteMultipartUpload,
+        ("DELETE", _, true) if has("uploadId") => Op::AbortMultipartUpload,
+        ("DELETE", _, true) => Op::DeleteObject,
+        _ => Op::Other,
+    };
+    Target { op, key }
+}
+
+/// Decodes `%XX` escapes (keys with spaces or non-ASCII characters arrive percent-encoded).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+// ---------------------------------------------------------------------------------------------
+
+/// How a fault hits a request.
+#[derive(Clone, Debug)]
+pub enum FaultKind {
+    /// Answer with this S3 error before the backend sees the request (the body is drained first,
+    /// so the client gets a clean error response rather than a connection reset).
+    Reject(S3ErrorCode),
+    /// Sleep this long, then serve the request normally.
+    Delay(Duration),
+    /// Let the backend perform the operation, then answer with this error anyway
+    /// ("succeeded on the server, failed for the client").
+    FailAfter(S3ErrorCode),
+}
+
+/// One scripted fault: a kind, an optional object key it is limited to, and how often it fires.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    kind: FaultKind,
+    key: Option<String>,
+    /// `None` = fires on every matching request until the plan is cleared.
+    times: Option<usize>,
+}
+
+impl Fault {
+    pub fn reject(code: S3ErrorCode) -> Self {
+        Self::new(FaultKind::Reject(code))
+    }
+
+    pub fn delay(duration: Duration) -> Self {
+        Self::new(FaultKind::Delay(duration))
+    }
+
+    pub fn fail_after(code: S3ErrorCode) -> Self {
+        Self::new(FaultKind::FailAfter(code))
+    }
+
+    fn new(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            key: None,
+            times: Some(1),
+        }
+    }
+
+    /// Only requests for this object key match (exact key, e.g. `"incoming/bad.bin"`).
+    pub fn for_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Fire on the next `n` matching requests (default: once).
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// Fire on every matching request until [`FaultPlan::clear`].
+    pub fn always(mut self) -> Self {
+        self.times = None;
+        self
+    }
+
+    fn http_level(&self) -> bool {
+        !matches!(self.kind, FaultKind::FailAfter(_))
+    }
+
+    fn matches(&self, key: Option<&str>) -> bool {
+        match &self.key {
+            None => true,
+            Some(want) => key == Some(want.as_str()),
+        }
+    }
+}
+
+/// The script of faults, consumed in the order they were pushed.
+#[derive(Default)]
+pub struct FaultPlan {
+    entries: Mutex<Vec<(Op, Fault)>>,
+}
+
+impl FaultPlan {
+    pub fn push(&self, op: Op, fault: Fault) {
+        if fault.times != Some(0) {
+            lock(&self.entries).push((op, fault));
+        }
+    }
+
+    /// Removes every pending fault (also the `always()` ones): "the problem is fixed".
+    pub fn clear(&self) {
+        lock(&self.entries).clear();
+    }
+
+    /// How many more times faults for `op` will fire (`usize::MAX` if one fires always).
+    pub fn remaining(&self, op: Op) -> usize {
+        lock(&self.entries)
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, f)| f.times.unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
+    }
+
+    /// True when no fault of any operation is left to fire.
+    pub fn is_drained(&self) -> bool {
+        lock(&self.entries).is_empty()
+    }
+
+    fn take(&self, op: Op, key: Option<&str>, http_level: bool) -> Option<FaultKind> {
+        let mut entries = lock(&self.entries);
+        let idx = entries
+            .iter()
+            .position(|(o, f)| *o == op && f.http_level() == http_level && f.matches(key))?;
+        let fault = &mut entries[idx].1;
+        let kind = fault.kind.clone();
+        if let Some(n) = fault.times.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                entries.remove(idx);
+            }
+        }
+        Some(kind)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Stats {
+    /// Every request that reached the server, per operation (rejected ones included).
+    requests: Mutex<HashMap<Op, usize>>,
+    /// Every request per (operation, key).
+    requests_by_key: Mutex<HashMap<(Op, String), usize>>,
+    /// Objects the backend actually wrote (PutObject or CompleteMultipartUpload that succeeded
+    /// in s3s-fs, whatever the client was told afterwards), per key.
+    writes: Mutex<HashMap<String, usize>>,
+}
+
+impl Stats {
+    fn request(&self, target: &Target) {
+        *lock(&self.requests).entry(target.op).or_default() += 1;
+        if let Some(key) = &target.key {
+            *lock(&self.requests_by_key)
+                .entry((target.op, key.clone()))
+                .or_default() += 1;
+        }
+    }
+
+    fn written(&self, key: &str) {
+        *lock(&self.writes).entry(key.to_owned()).or_default() += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP-level layer: rejects and delays before s3s sees the request
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct FaultLayer {
+    inner: S3Service,
+    plan: Arc<FaultPlan>,
+    stats: Arc<Stats>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLayer {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let target = classify(req.method(), req.uri());
+        self.stats.request(&target);
+        let fault = self.plan.take(target.op, target.key.as_deref(), true);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            match fault {
+                Some(FaultKind::Reject(code)) => {
+                    // Drain the body so the client reads a clean error, not a reset connection.
+                    let _ = req.into_body().collect().await;
+                    let err = S3Error::with_message(code, "injected by the test fault plan");
+                    Ok(err.to_http_response().expect("serialize injected S3 error"))
+                }
+                Some(FaultKind::Delay(d)) => {
+                    tokio::time::sleep(d).await;
+                    inner.call(req.map(s3s::Body::from)).await
+                }
+                _ => inner.call(req.map(s3s::Body::from)).await,
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3-trait wrapper: delegates to s3s-fs, counts writes, applies FailAfter
+// ---------------------------------------------------------------------------------------------
+
+struct FaultyFs {
+    inner: s3s_fs::FileSystem,
+    plan: Arc<FaultPlan>,
+    stats: Arc<Stats>,
+}
+
+impl FaultyFs {
+    /// The backend has run `op`; a scripted `FailAfter` now replaces its answer.
+    fn after<T>(&self, op: Op, key: Option<&str>, res: S3Result<T>) -> S3Result<T> {
+        match self.plan.take(op, key, false) {
+            Some(FaultKind::FailAfter(code)) => Err(S3Error::with_message(
+                code,
+                "injected by the test fault plan after the backend succeeded",
+            )),
+            _ => res,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for FaultyFs {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.put_object(req).await;
+        if res.is_ok() {
+            self.stats.written(&key);
+        }
+        self.after(Op::PutObject, Some(&key), res)
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.head_object(req).await;
+        self.after(Op::HeadObject, Some(&key), res)
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let res = self.inner.head_bucket(req).await;
+        self.after(Op::HeadBucket, None, res)
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.get_object(req).await;
+        self.after(Op::GetObject, Some(&key), res)
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let res = self.inner.create_bucket(req).await;
+        self.after(Op::CreateBucket, None, res)
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let res = self.inner.list_objects_v2(req).await;
+        self.after(Op::ListObjectsV2, None, res)
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.delete_object(req).await;
+        self.after(Op::DeleteObject, Some(&key), res)
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.create_multipart_upload(req).await;
+        self.after(Op::CreateMultipartUpload, Some(&key), res)
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.upload_part(req).await;
+        self.after(Op::UploadPart, Some(&key), res)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.complete_multipart_upload(req).await;
+        if res.is_ok() {
+            self.stats.written(&key);
+        }
+        self.after(Op::CompleteMultipartUpload, Some(&key), res)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.abort_multipart_upload(req).await;
+        self.after(Op::AbortMultipartUpload, Some(&key), res)
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let key = req.input.key.clone();
+        let res = self.inner.list_parts(req).await;
+        self.after(Op::ListParts, Some(&key), res)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+/// A running in-process S3 server. Dropping it stops accepting connections.
+pub struct TestS3 {
+    endpoint: String,
+    addr: SocketAddr,
+    root: PathBuf,
+    /// Owns the root when the server created it itself.
+    _tmp: Option<tempfile::TempDir>,
+    /// The fault script; push faults at any time, they apply to the next matching requests.
+    pub plan: Arc<FaultPlan>,
+    stats: Arc<Stats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestS3 {
+    /// Random port on 127.0.0.1, fresh temporary root, bucket [`BUCKET`] created.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`TestS3::start`], with these buckets created in addition to [`BUCKET`].
+    pub async fn start_with(buckets: &[&str]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("inboxd-s3-")
+            .tempdir()
+            .expect("create S3 root tempdir");
+        let mut all = vec![BUCKET];
+        all.extend_from_slice(buckets);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::serve(addr, tmp.path().to_path_buf(), Some(tmp), &all)
+            .await
+            .expect("start test S3 server")
+    }
+
+    /// Serves an existing directory (one sub-directory per bucket) on a random loopback port;
+    /// the listed buckets are created if missing. The directory is left in place on drop.
+    pub async fn start_at(root: &Path, buckets: &[&str]) -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), root, buckets).await
+    }
+
+    /// Like [`TestS3::start_at`], bound to a given address (e.g. `127.0.0.1:9000`).
+    pub async fn start_on(
+        addr: SocketAddr,
+        root: &Path,
+        buckets: &[&str],
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        Self::serve(addr, root.to_path_buf(), None, buckets).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        root: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        buckets: &[&str],
+    ) -> std::io::Result<Self> {
+        for bucket in buckets {
+            // s3s-fs: a top-level directory is a bucket.
+            std::fs::create_dir_all(root.join(bucket))?;
+        }
+        // s3s_fs::Error has no Display; its Debug form is the useful one.
+        let fs = s3s_fs::FileSystem::new(&root)
+            .map_err(|e| std::io::Error::other(format!("s3s-fs: {e:?}")))?;
+        let root = root.canonicalize()?;
+        let plan = Arc::new(FaultPlan::default());
+        let stats = Arc::new(Stats::default());
+
+        let mut builder = S3ServiceBuilder::new(FaultyFs {
+            inner: fs,
+            plan: plan.clone(),
+            stats: stats.clone(),
+        });
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = FaultLayer {
+            inner: builder.build(),
+            plan: plan.clone(),
+            stats: stats.clone(),
+        };
+
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                // Without it small requests can stall on Nagle + delayed ACK.
+                let _ = stream.set_nodelay(true);
+                let svc = service.clone();
+                tokio::spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+
+        Ok(Self {
+            endpoint: format!("http://{addr}"),
+            addr,
+            root,
+            _tmp: tmp,
+            plan,
+            stats,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The directory s3s-fs stores everything in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory holding the objects of `bucket` (object `a/b.pdf` is the file `a/b.pdf`).
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(bucket)
+    }
+
+    /// Creates a bucket directly in the backend.
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.bucket_dir(bucket)).expect("create bucket dir");
+    }
+
+    /// Removes a bucket with everything in it directly in the backend.
+    pub fn remove_bucket(&self, bucket: &str) {
+        std::fs::remove_dir_all(self.bucket_dir(bucket)).expect("remove bucket dir");
+    }
+
+    /// Whether the object exists, read from the backend directory (cheap, synchronous: usable
+    /// inside `wait_until` conditions). s3s-fs renames objects into place, so existence implies
+    /// the object is complete.
+    pub fn exists(&self, bucket: &str, key: &str) -> bool {
+        self.bucket_dir(bucket).join(key).is_file()
+    }
+
+    pub fn push(&self, op: Op, fault: Fault) {
+        self.plan.push(op, fault);
+    }
+
+    /// How many times the backend successfully wrote the object `key` (PutObject or
+    /// CompleteMultipartUpload), counting writes the client was told had failed.
+    pub fn puts(&self, key: &str) -> usize {
+        lock(&self.stats.writes).get(key).copied().unwrap_or(0)
+    }
+
+    /// Successful backend writes over all keys.
+    pub fn total_puts(&self) -> usize {
+        lock(&self.stats.writes).values().sum()
+    }
+
+    /// Requests of this operation that reached the server (rejected and delayed ones included,
+    /// the verification client's own requests too).
+    pub fn requests(&self, op: Op) -> usize {
+        lock(&self.stats.requests).get(&op).copied().unwrap_or(0)
+    }
+
+    /// Requests of this operation for this object key.
+    pub fn requests_for(&self, op: Op, key: &str) -> usize {
+        lock(&self.stats.requests_by_key)
+            .get(&(op, key.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A client for verification: static credentials, path style, latest behaviour version.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "static",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// The object's bytes through the S3 protocol, `None` if there is no such key.
+    pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let res = self
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let body = out.body.collect().await.expect("read object body");
+                Some(body.into_bytes().to_vec())
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(err) => panic!("GetObject {bucket}/{key}: {err:?}"),
+        }
+    }
+
+    /// Every key in the bucket, sorted, through the S3 protocol.
+    pub async fn list(&self, bucket: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client()
+            .list_objects_v2()
+            .bucket(bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap_or_else(|e| panic!("ListObjectsV2 {bucket}: {e:?}"));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The object's user metadata (`x-amz-meta-*`, without the prefix), `None` if missing.
+    pub async fn head_meta(&self, bucket: &str, key: &str) -> Option<HashMap<String, String>> {
+        let res = self
+            .client()
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Some(out.metadata().cloned().unwrap_or_default()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => None,
+            Err(err) => panic!("HeadObject {bucket}/{key}: {err:?}"),
+        }
+    }
+}
