@@ -259,11 +259,28 @@ impl Settings {
                     .split("__"),
             );
         let raw: RawConfig = figment.extract().map_err(|e| describe_figment(file, e))?;
-        Self::validate(file, raw)
+        Self::validate(file, raw, Some(&figment))
     }
 
-    fn validate(file: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
-        let err = |key: &str, msg: &str| ConfigError::in_file(file, format!("key `{key}`: {msg}"));
+    fn validate(
+        file: &Path,
+        raw: RawConfig,
+        figment: Option<&Figment>,
+    ) -> Result<Settings, ConfigError> {
+        // Name the environment variable when the bad value came from one.
+        let err = |key: &str, msg: &str| {
+            let from_env = figment
+                .and_then(|f| f.find_metadata(key))
+                .is_some_and(|m| m.name.contains("environment"));
+            if from_env {
+                ConfigError {
+                    source_desc: format!("environment variable {}", env_var_name(key.split('.'))),
+                    message: format!("key `{key}`: {msg}"),
+                }
+            } else {
+                ConfigError::in_file(file, format!("key `{key}`: {msg}"))
+            }
+        };
         let base = file
             .parent()
             .map(Path::to_path_buf)
@@ -502,17 +519,12 @@ fn describe_figment(file: &Path, error: figment::Error) -> ConfigError {
             .metadata
             .as_ref()
             .is_some_and(|m| m.name.contains("environment"));
-        let key = e.path.join(".");
+        let key = key_name(&e.path);
         if from_env {
-            let var = format!(
-                "{ENV_PREFIX}{}",
-                e.path
-                    .iter()
-                    .map(|p| p.to_uppercase())
-                    .collect::<Vec<_>>()
-                    .join("__")
+            source_desc = format!(
+                "environment variable {}",
+                env_var_name(e.path.iter().map(String::as_str))
             );
-            source_desc = format!("environment variable {var}");
         }
         let kind = e.kind.to_string();
         if key.is_empty() {
@@ -525,6 +537,28 @@ fn describe_figment(file: &Path, error: figment::Error) -> ConfigError {
         source_desc,
         message: parts.join("; "),
     }
+}
+
+/// `["inbox", "0", "bucket"]` → `inbox[0].bucket`, the way the rest of our messages spell it.
+fn key_name(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if !out.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// `upload.concurrency` → `INBOXD_UPLOAD__CONCURRENCY`.
+fn env_var_name<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let parts: Vec<String> = parts.map(str::to_uppercase).collect();
+    format!("{ENV_PREFIX}{}", parts.join("__"))
 }
 
 /// Makes `p` absolute and removes `.`/`..` lexically (without touching the disk, since done/
@@ -615,5 +649,18 @@ bucket = "b"
         assert!(e.to_string().contains("inbox[0].bucket"), "{e}");
         let e = load_str(&GOOD.replace("\"done\"", "\"in/done\"")).unwrap_err();
         assert!(e.to_string().contains("inbox[0].done_dir"), "{e}");
+        let e =
+            load_str(&GOOD.replace("bucket = \"b\"", "bucket = \"b\"\nbukcet = 1")).unwrap_err();
+        assert!(e.to_string().contains("inbox[0]"), "{e}");
+    }
+
+    #[test]
+    fn key_and_env_names() {
+        let path: Vec<String> = ["inbox", "0", "bucket"].map(String::from).to_vec();
+        assert_eq!(key_name(&path), "inbox[0].bucket");
+        assert_eq!(
+            env_var_name("upload.concurrency".split('.')),
+            "INBOXD_UPLOAD__CONCURRENCY"
+        );
     }
 }

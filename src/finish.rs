@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::batch::BatchInfo;
 use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
-use crate::upload::{BatchInfo, FileResult, Outcome};
+use crate::upload::{FileResult, Outcome, Report};
 
 /// Counters over the whole run (for `inboxd once`'s exit code and the final log line).
 #[derive(Debug, Default)]
@@ -48,7 +49,8 @@ pub struct FinishStage {
 }
 
 #[derive(Default)]
-struct Report {
+struct Tally {
+    closed: bool,
     seen: usize,
     uploaded: usize,
     duplicates: usize,
@@ -60,8 +62,8 @@ struct Report {
 impl FinishStage {
     /// Runs until the upload stage is done. An error means the ledger cannot be written: no
     /// file may move any more, so the daemon must stop.
-    pub async fn run(self, mut input: mpsc::Receiver<Outcome>) -> Result<(), LedgerError> {
-        let mut reports: HashMap<u64, (Arc<BatchInfo>, Report)> = HashMap::new();
+    pub async fn run(self, mut input: mpsc::Receiver<Report>) -> Result<(), LedgerError> {
+        let mut tallies: HashMap<u64, (Arc<BatchInfo>, Tally)> = HashMap::new();
         while let Some(first) = input.recv().await {
             let mut group = vec![first];
             while group.len() < GROUP {
@@ -71,15 +73,23 @@ impl FinishStage {
                 }
             }
             let mut records = Vec::with_capacity(group.len());
-            for o in &group {
-                records.push(self.record(o)?);
+            for r in &group {
+                records.push(match r {
+                    Report::File(o) => self.record(o)?,
+                    Report::BatchClosed(_) => None,
+                });
             }
             // The durability point: after this, a crash cannot make us upload these again.
             self.ledger.flush().await?;
             crate::failpoint("after-ledger-flush");
-            for (o, rec) in group.into_iter().zip(records) {
-                self.complete(&o, rec);
-                self.report(o, &mut reports);
+            for (r, rec) in group.into_iter().zip(records) {
+                match r {
+                    Report::File(o) => {
+                        self.complete(&o, rec);
+                        self.tally(&o.batch, Some(&o.result), &mut tallies);
+                    }
+                    Report::BatchClosed(info) => self.tally(&info, None, &mut tallies),
+                }
             }
         }
         self.ledger.flush().await
@@ -223,33 +233,45 @@ impl FinishStage {
         }
     }
 
-    fn report(&self, o: Outcome, reports: &mut HashMap<u64, (Arc<BatchInfo>, Report)>) {
-        let id = o.batch.id;
-        let (info, r) = reports
+    /// Counts one outcome (or the batch's closing) and writes the batch report once the
+    /// batch is closed and every file in it has an outcome.
+    fn tally(
+        &self,
+        info: &Arc<BatchInfo>,
+        result: Option<&FileResult>,
+        tallies: &mut HashMap<u64, (Arc<BatchInfo>, Tally)>,
+    ) {
+        let id = info.id;
+        let (info, t) = tallies
             .entry(id)
-            .or_insert_with(|| (o.batch.clone(), Report::default()));
-        r.seen += 1;
-        match o.result {
-            FileResult::Uploaded { .. } => r.uploaded += 1,
-            FileResult::Duplicate { .. } => r.duplicates += 1,
-            FileResult::Failed { .. } => r.failed += 1,
-            FileResult::Deferred { .. } => r.deferred += 1,
-            FileResult::Changed | FileResult::Interrupted => r.requeued += 1,
+            .or_insert_with(|| (info.clone(), Tally::default()));
+        match result {
+            None => t.closed = true,
+            Some(r) => {
+                t.seen += 1;
+                match r {
+                    FileResult::Uploaded { .. } => t.uploaded += 1,
+                    FileResult::Duplicate { .. } => t.duplicates += 1,
+                    FileResult::Failed { .. } => t.failed += 1,
+                    FileResult::Deferred { .. } => t.deferred += 1,
+                    FileResult::Changed | FileResult::Interrupted => t.requeued += 1,
+                }
+            }
         }
-        if r.seen >= info.files {
+        if t.closed && t.seen >= info.files() {
             tracing::info!(
                 batch = id,
-                files = info.files,
-                uploaded = r.uploaded,
-                duplicates = r.duplicates,
-                failed = r.failed,
-                deferred = r.deferred,
-                requeued = r.requeued,
-                bytes = info.bytes,
+                files = info.files(),
+                uploaded = t.uploaded,
+                duplicates = t.duplicates,
+                failed = t.failed,
+                deferred = t.deferred,
+                requeued = t.requeued,
+                bytes = info.bytes(),
                 duration_ms = info.opened.elapsed().as_millis() as u64,
                 "batch finished"
             );
-            reports.remove(&id);
+            tallies.remove(&id);
         }
     }
 }

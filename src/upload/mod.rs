@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batch::Batch;
+use crate::batch::{BatchInfo, Batched};
 use crate::config::{InboxSettings, OnConflict, UploadSettings};
 use crate::ledger::{Ledger, ObjectRecord, Record, State};
 use crate::settle::{Kind, ReadyFile, Signature};
@@ -38,13 +38,12 @@ pub struct Outcome {
     pub result: FileResult,
 }
 
-/// The batch a file belonged to (for the batch report).
+/// What flows from upload to finish.
 #[derive(Debug)]
-pub struct BatchInfo {
-    pub id: u64,
-    pub files: usize,
-    pub bytes: u64,
-    pub opened: Instant,
+pub enum Report {
+    File(Box<Outcome>),
+    /// Forwarded from batch: the batch has all its files (their outcomes may still come).
+    BatchClosed(Arc<BatchInfo>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +171,7 @@ pub struct UploadStage {
 }
 
 impl UploadStage {
-    pub async fn run(self, mut input: mpsc::Receiver<Batch>, output: mpsc::Sender<Outcome>) {
+    pub async fn run(self, mut input: mpsc::Receiver<Batched>, output: mpsc::Sender<Report>) {
         let hashers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
         let pauses = self
             .inboxes
@@ -204,33 +203,27 @@ impl UploadStage {
             abort: self.abort,
         });
         let tracker = TaskTracker::new();
-        while let Some(batch) = input.recv().await {
-            let info = Arc::new(BatchInfo {
-                id: batch.id,
-                files: batch.items.len(),
-                bytes: batch.bytes,
-                opened: batch.opened,
+        while let Some(item) = input.recv().await {
+            let (info, file) = match item {
+                Batched::File(info, file) => (info, file),
+                Batched::Closed(info) => {
+                    if output.send(Report::BatchClosed(info)).await.is_err() {
+                        break; // finish is gone: the daemon is going down
+                    }
+                    continue;
+                }
+            };
+            let Ok(permit) = admission.clone().acquire_owned().await else {
+                break; // never closed
+            };
+            let shared = shared.clone();
+            let output = output.clone();
+            tracker.spawn(async move {
+                let outcome = process(&shared, file, info).await;
+                // If finish is gone the daemon is going down; the ledger still knows.
+                let _ = output.send(Report::File(Box::new(outcome))).await;
+                drop(permit);
             });
-            tracing::debug!(
-                batch = info.id,
-                files = info.files,
-                bytes = info.bytes,
-                "batch closed"
-            );
-            for file in batch.items {
-                let Ok(permit) = admission.clone().acquire_owned().await else {
-                    break; // never closed
-                };
-                let shared = shared.clone();
-                let output = output.clone();
-                let info = info.clone();
-                tracker.spawn(async move {
-                    let outcome = process(&shared, file, info).await;
-                    // If finish is gone the daemon is going down; the ledger still knows.
-                    let _ = output.send(outcome).await;
-                    drop(permit);
-                });
-            }
         }
         tracker.close();
         tracker.wait().await;
