@@ -342,6 +342,12 @@ impl Settings {
                 "must be at most 5 GiB (the S3 maximum part size)",
             ));
         }
+        if multipart_threshold > 5 * 1024 * MIB {
+            return Err(err(
+                "upload.multipart_threshold",
+                "must be at most 5 GiB (the S3 limit for a single PUT)",
+            ));
+        }
         if multipart_threshold < 5 * MIB {
             return Err(err("upload.multipart_threshold", "must be at least 5 MiB"));
         }

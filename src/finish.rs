@@ -108,6 +108,8 @@ impl FinishStage {
             FileResult::Uploaded { key, etag, .. } => {
                 rec.state = State::Uploaded;
                 rec.key = Some(key.clone());
+                rec.upload_id = None;
+                rec.parts.clear();
                 rec.etag = etag.clone();
                 rec.reason = None;
                 if let (Some(sha), Ok(Some(mut obj))) =

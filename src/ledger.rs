@@ -59,6 +59,12 @@ pub struct Record {
     pub etag: Option<String>,
     /// An unfinished multipart upload id, so it can be resumed or aborted after a crash.
     pub upload_id: Option<String>,
+    /// Part size of that multipart upload.
+    #[serde(default)]
+    pub part_size: Option<u64>,
+    /// Parts of that multipart upload already stored: (part number, ETag).
+    #[serde(default)]
+    pub parts: Vec<(u32, String)>,
     pub attempts: u32,
     pub reason: Option<String>,
     /// Final location in done/ or failed/.
@@ -81,6 +87,8 @@ impl Record {
             key: None,
             etag: None,
             upload_id: None,
+            part_size: None,
+            parts: Vec::new(),
             attempts: 0,
             reason: None,
             dest: None,

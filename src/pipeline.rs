@@ -67,6 +67,8 @@ pub async fn run(
     let ledger = Ledger::open(&settings.state_dir)?;
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
+    // Interrupted multipart uploads whose file is gone or changed can never be resumed.
+    crate::upload::multipart::cleanup(&client, &ledger, &inboxes).await?;
     let ignores = inboxes
         .iter()
         .map(|i| {

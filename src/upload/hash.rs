@@ -19,14 +19,35 @@ pub enum HashError {
     Changed,
 }
 
-/// Hex SHA-256 of the file at `path`, provided it still matches `expected` before and after.
+/// SHA-256 of the whole file, and of every `part_size` slice of it when a part size is
+/// given (multipart uploads send each part with its own checksum), in one read of the file.
+#[derive(Debug, Clone)]
+pub struct Digests {
+    pub whole: [u8; 32],
+    pub parts: Vec<[u8; 32]>,
+}
+
+/// SHA-256 of the file at `path`, provided it still matches `expected` before and after.
 /// Blocking: run it on a blocking thread.
 pub fn sha256_file(path: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
+    Ok(digests(path, expected, None)?.whole)
+}
+
+/// Like [`sha256_file`], plus per-part digests for `part_size` (which must be a multiple of
+/// the read buffer, as every valid S3 part size is: whole MiB).
+pub fn digests(
+    path: &Path,
+    expected: &Signature,
+    part_size: Option<u64>,
+) -> Result<Digests, HashError> {
     let mut f = std::fs::File::open(path)?;
     if Signature::of(&f.metadata()?) != *expected {
         return Err(HashError::Changed);
     }
     let mut hasher = Sha256::new();
+    let mut part = Sha256::new();
+    let mut parts = Vec::new();
+    let mut in_part = 0u64;
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
     loop {
@@ -35,12 +56,31 @@ pub fn sha256_file(path: &Path, expected: &Signature) -> Result<[u8; 32], HashEr
             break;
         }
         total += n as u64;
-        hasher.update(&buf[..n]);
+        let mut chunk = &buf[..n];
+        hasher.update(chunk);
+        if let Some(ps) = part_size {
+            while !chunk.is_empty() {
+                let take = ((ps - in_part) as usize).min(chunk.len());
+                part.update(&chunk[..take]);
+                in_part += take as u64;
+                chunk = &chunk[take..];
+                if in_part == ps {
+                    parts.push(std::mem::take(&mut part).finalize().into());
+                    in_part = 0;
+                }
+            }
+        }
+    }
+    if part_size.is_some() && in_part > 0 {
+        parts.push(part.finalize().into());
     }
     if total != expected.size || Signature::of(&std::fs::symlink_metadata(path)?) != *expected {
         return Err(HashError::Changed);
     }
-    Ok(hasher.finalize().into())
+    Ok(Digests {
+        whole: hasher.finalize().into(),
+        parts,
+    })
 }
 
 #[cfg(test)]
@@ -60,5 +100,23 @@ mod tests {
         );
         std::fs::write(&p, b"abcd").unwrap();
         assert!(matches!(sha256_file(&p, &sig), Err(HashError::Changed)));
+    }
+
+    #[test]
+    fn part_digests_match_slices() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..(5 * BUF + 123)).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let sig = Signature::of(&std::fs::metadata(&p).unwrap());
+        let part = 2 * BUF as u64;
+        let got = digests(&p, &sig, Some(part)).unwrap();
+        let want: Vec<[u8; 32]> = data
+            .chunks(part as usize)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        assert_eq!(got.parts, want);
+        assert_eq!(got.parts.len(), 3);
+        assert_eq!(got.whole, <[u8; 32]>::from(Sha256::digest(&data)));
     }
 }

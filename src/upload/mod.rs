@@ -8,6 +8,7 @@
 
 pub mod hash;
 pub mod keys;
+pub mod multipart;
 pub mod s3;
 
 use std::sync::{Arc, Mutex};
@@ -267,23 +268,25 @@ async fn process_inner(
         Ok(k) => k,
         Err(e) => return (None, 0, failed(e.to_string())),
     };
-    if file.size > 5 * 1024 * 1024 * 1024 {
+    if file.size > multipart::MAX_OBJECT {
         return (
             None,
             0,
-            failed("larger than 5 GiB, the S3 limit for a single upload; multipart upload is not supported yet".into()),
+            failed("larger than 5 TiB, the largest object S3 accepts".into()),
         );
     }
+    let part_size = (file.size > sh.settings.multipart_threshold)
+        .then(|| multipart::part_size_for(file.size, sh.settings.part_size));
 
     // Hash first: the content is the file's identity, and the checksum the server verifies.
-    let sha = {
+    let digests = {
         let Ok(_slot) = sh.hashing.acquire().await else {
             return (None, 0, FileResult::Interrupted);
         };
         let path = file.path.clone();
         let sig = file.sig;
-        match tokio::task::spawn_blocking(move || hash::sha256_file(&path, &sig)).await {
-            Ok(Ok(h)) => h,
+        match tokio::task::spawn_blocking(move || hash::digests(&path, &sig, part_size)).await {
+            Ok(Ok(d)) => d,
             Ok(Err(hash::HashError::Changed)) => return (None, 0, FileResult::Changed),
             Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
                 return (None, 0, FileResult::Changed);
@@ -292,7 +295,7 @@ async fn process_inner(
             Err(e) => return (None, 0, failed(format!("hashing failed: {e}"))),
         }
     };
-    let hex = hex::encode(sha);
+    let hex = hex::encode(digests.whole);
     let sha_out = Some(hex.clone());
     let rel = file.rel.to_string_lossy().into_owned();
 
@@ -352,11 +355,52 @@ async fn process_inner(
         );
     }
 
-    let (attempts, result) = upload_loop(sh, file, inbox, &default_key, &rel, &sha, &hex).await;
+    let body = match part_size {
+        Some(ps) => Body::Multipart {
+            part_size: ps,
+            parts: &digests.parts,
+        },
+        None => Body::Single,
+    };
+    let (attempts, result) = upload_loop(
+        sh,
+        file,
+        inbox,
+        &default_key,
+        &rel,
+        &digests.whole,
+        &hex,
+        &mut r,
+        body,
+    )
+    .await;
+    if matches!(result, FileResult::Failed { .. } | FileResult::Changed) {
+        // This content will never complete that multipart upload: abort it now rather than
+        // leave parts behind. (Deferred and interrupted uploads keep theirs to resume.)
+        multipart::abort_recorded(&sh.client, &sh.ledger, &inbox.bucket, &mut r).await;
+    }
+    if let FileResult::Uploaded { .. } = result {
+        // The multipart upload (if any) is complete: forget its id before finish records
+        // the file as uploaded, so startup never tries to abort a finished upload.
+        r.upload_id = None;
+        r.parts.clear();
+        let _ = sh.ledger.put(&mut r);
+    }
     (sha_out, attempts, result)
 }
 
-/// PUT with retries, conflict handling and pausing. Returns attempts made and the result.
+/// How a file's bytes go up.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Single,
+    Multipart {
+        part_size: u64,
+        parts: &'a [[u8; 32]],
+    },
+}
+
+/// Uploads with retries, conflict handling and pausing. Returns attempts made and the result.
+#[allow(clippy::too_many_arguments)]
 async fn upload_loop(
     sh: &Shared,
     file: &ReadyFile,
@@ -365,6 +409,8 @@ async fn upload_loop(
     rel: &str,
     sha: &[u8; 32],
     hex: &str,
+    rec: &mut Record,
+    body: Body<'_>,
 ) -> (u32, FileResult) {
     let pause = &sh.pauses[file.inbox];
     let mut key = default_key.to_owned();
@@ -382,33 +428,32 @@ async fn upload_loop(
             // Shutting down and this upload has not started: it stays for the next start.
             return (attempts, FileResult::Interrupted);
         }
-        let permit = tokio::select! {
-            p = sh.uploads.acquire() => match p {
-                Ok(p) => p,
-                Err(_) => return (attempts, FileResult::Interrupted),
-            },
-            _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),
-        };
         attempts += 1;
-        let put = s3::put_file(
-            &sh.client,
-            Put {
-                bucket: &inbox.bucket,
-                key: &key,
-                path: &file.path,
-                size: file.size,
-                sha256: sha,
-                replace_etag: replace_etag.as_deref(),
-                unconditional,
-            },
-        );
-        let res = tokio::select! {
-            r = put => r,
-            // Grace period over: abandon. Nothing is recorded as uploaded, so the next start
-            // does this file again (and finds the object if it did land).
-            _ = sh.abort.cancelled() => return (attempts, FileResult::Interrupted),
+        let res = match body {
+            Body::Single => {
+                single_put(
+                    sh,
+                    Put {
+                        bucket: &inbox.bucket,
+                        key: &key,
+                        path: &file.path,
+                        size: file.size,
+                        sha256: sha,
+                        replace_etag: replace_etag.as_deref(),
+                        unconditional,
+                    },
+                )
+                .await
+            }
+            Body::Multipart { part_size, parts } => {
+                let cond = match (&replace_etag, unconditional) {
+                    (Some(etag), _) => multipart::Condition::Replace(etag),
+                    (None, true) => multipart::Condition::Unconditional,
+                    (None, false) => multipart::Condition::CreateOnly,
+                };
+                multipart::send(sh, file, inbox, &key, rec, part_size, hex, parts, cond).await
+            }
         };
-        drop(permit);
 
         let failure = match res {
             Ok(etag) => {
@@ -454,6 +499,11 @@ async fn upload_loop(
                     },
                 );
             }
+            Err(PutError::Changed) => {
+                tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                return (attempts, FileResult::Changed);
+            }
+            Err(PutError::Interrupted) => return (attempts, FileResult::Interrupted),
             Err(PutError::S3(f)) => f,
         };
 
@@ -581,6 +631,20 @@ async fn upload_loop(
                 );
             }
         }
+    }
+}
+
+/// One PUT under the global limit; abandoned when the grace period ends.
+async fn single_put(sh: &Shared, put: Put<'_>) -> Result<Option<String>, PutError> {
+    let _permit = tokio::select! {
+        p = sh.uploads.acquire() => p.map_err(|_| PutError::Interrupted)?,
+        _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+    };
+    tokio::select! {
+        r = s3::put_file(&sh.client, put) => r,
+        // Grace period over: abandon. Nothing is recorded as uploaded, so the next start
+        // does this file again (and finds the object if it did land).
+        _ = sh.abort.cancelled() => Err(PutError::Interrupted),
     }
 }
 

@@ -105,7 +105,7 @@ impl std::fmt::Display for S3Failure {
     }
 }
 
-fn failure<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Failure
+pub(super) fn failure<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -171,11 +171,15 @@ pub struct Put<'a> {
     pub unconditional: bool,
 }
 
-/// Why a PUT did not happen.
+/// Why an upload did not happen.
 #[derive(Debug)]
 pub enum PutError {
     /// The file could not be opened for the body (vanished or unreadable).
     File(String),
+    /// The file changed while its parts were sent; nothing was completed.
+    Changed,
+    /// Shutdown: stopped before finishing.
+    Interrupted,
     S3(S3Failure),
 }
 

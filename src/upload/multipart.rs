@@ -1,0 +1,423 @@
+//! Multipart uploads for large files: parts run concurrently under the same global limit as
+//! whole files, each part carries its own SHA-256 checksum, and every stored part is
+//! recorded in the ledger so an interrupted upload resumes where it stopped.
+//!
+//! Safety rules:
+//! - the upload id is flushed to the ledger before any part is sent, so a crash never leaves
+//!   an upload inboxd does not know about (startup aborts the ones it cannot resume);
+//! - a resumed upload only reuses parts recorded for the same content (the ledger record is
+//!   keyed by the file's SHA-256);
+//! - the file is checked unchanged after the last part and before completing, so an object
+//!   is never assembled from two versions of a file.
+
+use std::path::Path;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use futures::StreamExt;
+
+use super::s3::{Disposition, PutError, S3Failure};
+use super::{Shared, backoff, changed_since};
+use crate::config::{InboxSettings, MIB};
+use crate::ledger::{Ledger, Record, State};
+use crate::settle::ReadyFile;
+
+/// S3's limits: at most 10 000 parts, each 5 MiB to 5 GiB (the last may be smaller).
+const MAX_PARTS: u64 = 10_000;
+const MIN_PART: u64 = 5 * MIB;
+const MAX_PART: u64 = 5 * 1024 * MIB;
+/// The largest object S3 accepts.
+pub const MAX_OBJECT: u64 = 5 * 1024 * 1024 * MIB;
+
+/// The part size for a file: the configured one, grown (in whole MiB) as needed to stay
+/// within 10 000 parts.
+pub fn part_size_for(size: u64, preferred: u64) -> u64 {
+    preferred
+        .max(size.div_ceil(MAX_PARTS))
+        .max(MIN_PART)
+        .next_multiple_of(MIB)
+        .min(MAX_PART)
+}
+
+/// How the completion may treat an existing object at the key.
+#[derive(Debug, Clone, Copy)]
+pub enum Condition<'a> {
+    /// Only if nothing is there (If-None-Match: *).
+    CreateOnly,
+    /// Only if exactly this object is there (If-Match).
+    Replace(&'a str),
+    /// Whatever is there (on_conflict = "overwrite").
+    Unconditional,
+}
+
+fn b64(d: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+fn s3_failure<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    super::s3::failure(e)
+}
+
+/// One multipart upload of `file` to `key`, resuming the upload recorded in `rec` when it
+/// is for the same key and part size. Returns the ETag of the completed object.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    key: &str,
+    rec: &mut Record,
+    part_size: u64,
+    whole_hex: &str,
+    part_digests: &[[u8; 32]],
+    cond: Condition<'_>,
+) -> Result<Option<String>, PutError> {
+    let client = &sh.client;
+    let bucket = inbox.bucket.as_str();
+
+    // Reuse the recorded upload only if it is for this very key and part size.
+    let reusable = rec.upload_id.is_some()
+        && rec.part_size == Some(part_size)
+        && rec.key.as_deref() == Some(key);
+    if !reusable {
+        abort_recorded(client, &sh.ledger, bucket, rec).await;
+    }
+    let upload_id = match rec.upload_id.clone().filter(|_| reusable) {
+        Some(id) => {
+            tracing::info!(
+                key,
+                parts_done = rec.parts.len(),
+                "resuming multipart upload"
+            );
+            id
+        }
+        None => {
+            let created = tokio::select! {
+                r = client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .metadata("sha256", whole_hex)
+                    .send() => r,
+                _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
+            };
+            let created = created.map_err(|e| PutError::S3(s3_failure(&e)))?;
+            let Some(id) = created.upload_id().map(str::to_owned) else {
+                return Err(PutError::S3(S3Failure {
+                    disposition: Disposition::Retry,
+                    message: "CreateMultipartUpload answered without an upload id".into(),
+                }));
+            };
+            rec.upload_id = Some(id.clone());
+            rec.part_size = Some(part_size);
+            rec.parts.clear();
+            rec.key = Some(key.to_owned());
+            rec.state = State::Uploading;
+            // Durable before the first part: after a crash we know this upload exists and
+            // can resume or abort it; it is never left behind unknown.
+            sh.ledger
+                .put(rec)
+                .map_err(|e| PutError::File(format!("ledger not writable: {e}")))?;
+            sh.ledger
+                .flush()
+                .await
+                .map_err(|e| PutError::File(format!("ledger not writable: {e}")))?;
+            id
+        }
+    };
+
+    let count = part_digests.len() as u32;
+    let todo: Vec<u32> = (1..=count)
+        .filter(|n| !rec.parts.iter().any(|(done, _)| done == n))
+        .collect();
+    let mut parts = futures::stream::iter(todo)
+        .map(|n| {
+            let offset = (n as u64 - 1) * part_size;
+            let len = part_size.min(file.size - offset);
+            upload_part(
+                sh,
+                &file.path,
+                bucket,
+                key,
+                &upload_id,
+                n,
+                offset,
+                len,
+                &part_digests[n as usize - 1],
+            )
+        })
+        // No more parts in flight than the global limit could ever run; the limit itself
+        // (a semaphore shared with every other upload) decides how many actually run.
+        .buffer_unordered(sh.settings.concurrency);
+    while let Some(res) = parts.next().await {
+        match res {
+            Ok((n, etag)) => {
+                rec.parts.push((n, etag));
+                // Not flushed per part: sled's background flush persists it within a second;
+                // a part lost from the record is simply sent again on resume.
+                if let Err(e) = sh.ledger.put(rec) {
+                    tracing::warn!(error = %e, "cannot record a finished part; it may be sent again");
+                }
+            }
+            Err(PutError::S3(f)) if f.message.starts_with("NoSuchUpload") => {
+                // The upload is gone (aborted by a lifecycle rule or by hand): start over.
+                drop(parts);
+                rec.upload_id = None;
+                rec.parts.clear();
+                let _ = sh.ledger.put(rec);
+                return Err(PutError::S3(S3Failure {
+                    disposition: Disposition::Retry,
+                    message: f.message,
+                }));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    drop(parts);
+
+    // Every part was read from the file by now. If the file changed meanwhile, the parts may
+    // mix versions (servers that do not verify part checksums would accept them): never
+    // complete such an upload.
+    if changed_since(file) {
+        return Err(PutError::Changed);
+    }
+
+    let mut done = rec.parts.clone();
+    done.sort_by_key(|(n, _)| *n);
+    let completed: Vec<CompletedPart> = done
+        .iter()
+        .map(|(n, etag)| {
+            CompletedPart::builder()
+                .part_number(*n as i32)
+                .e_tag(etag)
+                .checksum_sha256(b64(&part_digests[*n as usize - 1]))
+                .build()
+        })
+        .collect();
+    let mut req = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        );
+    req = match cond {
+        Condition::CreateOnly => req.if_none_match("*"),
+        Condition::Replace(etag) => req.if_match(etag),
+        Condition::Unconditional => req,
+    };
+    let res = {
+        let Ok(_permit) = sh.uploads.acquire().await else {
+            return Err(PutError::Interrupted);
+        };
+        tokio::select! {
+            r = req.send() => r,
+            _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
+        }
+    };
+    match res {
+        Ok(out) => {
+            rec.upload_id = None;
+            rec.parts.clear();
+            rec.part_size = None;
+            Ok(out.e_tag().map(str::to_owned))
+        }
+        Err(e) => {
+            let f = s3_failure(&e);
+            if e.code() == Some("NoSuchUpload") {
+                // Completed already (an earlier answer was lost) or gone: either way this
+                // upload id is finished. Let the caller look at what the key holds.
+                rec.upload_id = None;
+                rec.parts.clear();
+                let _ = sh.ledger.put(rec);
+                return Err(PutError::S3(S3Failure {
+                    disposition: Disposition::AlreadyExists,
+                    message: f.message,
+                }));
+            }
+            if f.disposition == Disposition::AlreadyExists {
+                // Something else is at the key: this upload can never complete there.
+                abort_recorded(client, &sh.ledger, bucket, rec).await;
+            }
+            Err(PutError::S3(f))
+        }
+    }
+}
+
+/// Uploads one part, retrying transient errors with backoff. Returns (part number, ETag).
+#[allow(clippy::too_many_arguments)]
+async fn upload_part(
+    sh: &Shared,
+    path: &Path,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    n: u32,
+    offset: u64,
+    len: u64,
+    digest: &[u8; 32],
+) -> Result<(u32, String), PutError> {
+    let mut transient = 0u32;
+    loop {
+        // Shutting down: no new part starts; the upload resumes on the next start.
+        if sh.intake.is_cancelled() {
+            return Err(PutError::Interrupted);
+        }
+        let permit = tokio::select! {
+            p = sh.uploads.acquire() => p.map_err(|_| PutError::Interrupted)?,
+            _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+        };
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(len))
+            .buffer_size(256 * 1024)
+            .build()
+            .await
+            .map_err(|e| PutError::File(e.to_string()))?;
+        let send = sh
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(n as i32)
+            .content_length(len as i64)
+            .checksum_sha256(b64(digest))
+            .body(body)
+            .send();
+        let res = tokio::select! {
+            r = send => r,
+            _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
+        };
+        drop(permit);
+        let e = match res {
+            Ok(out) => return Ok((n, out.e_tag().unwrap_or_default().to_owned())),
+            Err(e) => e,
+        };
+        let mut f = s3_failure(&e);
+        if e.code() == Some("NoSuchUpload") {
+            f.message = format!("NoSuchUpload: {}", f.message);
+            return Err(PutError::S3(f));
+        }
+        if f.disposition != Disposition::Retry {
+            return Err(PutError::S3(f));
+        }
+        transient += 1;
+        if transient >= sh.settings.max_attempts {
+            return Err(PutError::S3(f));
+        }
+        let delay = backoff(sh.settings.retry_initial, sh.settings.retry_max, transient);
+        tracing::warn!(part = n, error = %f, retry_in = ?delay, "part upload failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+        }
+    }
+}
+
+/// Aborts the multipart upload recorded in `rec`, if any, and forgets it. Best effort: an
+/// upload that cannot be aborted now is logged (a bucket lifecycle rule for incomplete
+/// multipart uploads is the backstop).
+pub(super) async fn abort_recorded(
+    client: &aws_sdk_s3::Client,
+    ledger: &Ledger,
+    bucket: &str,
+    rec: &mut Record,
+) {
+    let (Some(id), Some(key)) = (rec.upload_id.take(), rec.key.clone()) else {
+        return;
+    };
+    rec.parts.clear();
+    rec.part_size = None;
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&id)
+        .send()
+        .await
+    {
+        Ok(_) => tracing::info!(key, "aborted an unfinished multipart upload"),
+        Err(e) if e.code() == Some("NoSuchUpload") => {}
+        Err(e) => {
+            tracing::warn!(key, upload_id = %id, error = %s3_failure(&e),
+                "cannot abort an unfinished multipart upload; it may remain in the bucket until a lifecycle rule removes it");
+        }
+    }
+    if let Err(e) = ledger.put(rec) {
+        tracing::warn!(error = %e, "cannot record an aborted multipart upload");
+    }
+}
+
+/// At startup: abort every multipart upload in the ledger that cannot be resumed because its
+/// file is gone or no longer has the same content. The rest resume when their file comes by.
+pub async fn cleanup(
+    client: &aws_sdk_s3::Client,
+    ledger: &Ledger,
+    inboxes: &[InboxSettings],
+) -> Result<(), crate::ledger::LedgerError> {
+    let mut open = Vec::new();
+    for rec in ledger.records() {
+        let rec = rec?;
+        if rec.upload_id.is_some() {
+            open.push(rec);
+        }
+    }
+    for mut rec in open {
+        let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
+            abort_recorded(client, ledger, &rec.bucket.clone(), &mut rec).await;
+            continue;
+        };
+        let path = inbox.path.join(&rec.rel_path);
+        let want = rec.sha256.clone();
+        let same = tokio::task::spawn_blocking(move || {
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let sig = crate::settle::Signature::of(&meta);
+            let sha = super::hash::sha256_file(&path, &sig).ok()?;
+            Some(hex::encode(sha))
+        })
+        .await
+        .ok()
+        .flatten();
+        if same.is_none() || same != want {
+            tracing::info!(inbox = %rec.inbox, path = %rec.rel_path,
+                "the file of an interrupted multipart upload is gone or changed; aborting that upload");
+            let bucket = rec.bucket.clone();
+            abort_recorded(client, ledger, &bucket, &mut rec).await;
+        }
+    }
+    ledger.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_respect_s3_limits() {
+        let gib = 1024 * MIB;
+        assert_eq!(part_size_for(100 * MIB, 16 * MIB), 16 * MIB);
+        assert_eq!(part_size_for(100 * MIB, MIB), 5 * MIB);
+        // 1 TiB at 16 MiB would be 65 536 parts: grow to stay within 10 000.
+        let p = part_size_for(1024 * gib, 16 * MIB);
+        assert!((1024 * gib).div_ceil(p) <= MAX_PARTS);
+        assert_eq!(p % MIB, 0);
+        assert_eq!(
+            part_size_for(MAX_OBJECT, 16 * MIB),
+            MAX_PART.min(part_size_for(MAX_OBJECT, 16 * MIB))
+        );
+        assert!(MAX_OBJECT.div_ceil(part_size_for(MAX_OBJECT, 16 * MIB)) <= MAX_PARTS);
+    }
+}
