@@ -28,11 +28,35 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Left in the inbox: deferred, changed while processed, or interrupted by shutdown.
     pub left: AtomicU64,
+    busy: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl Stats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// A file reached the upload stage (the first one starts the busy period).
+    pub fn mark_started(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if b.0.is_none() {
+            b.0 = Some(Instant::now());
+        }
+    }
+
+    fn mark_finished(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        b.1 = Some(Instant::now());
+    }
+
+    /// From the first file reaching upload to the last outcome recorded: the upload phase,
+    /// without settle time (for the benchmark and the final log line).
+    pub fn busy(&self) -> Option<Duration> {
+        let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        match *b {
+            (Some(from), Some(until)) => Some(until.saturating_duration_since(from)),
+            _ => None,
+        }
     }
 }
 
@@ -86,6 +110,7 @@ impl FinishStage {
                 match r {
                     Report::File(o) => {
                         self.complete(&o, rec);
+                        self.stats.mark_finished();
                         self.tally(&o.batch, Some(&o.result), &mut tallies);
                     }
                     Report::BatchClosed(info) => self.tally(&info, None, &mut tallies),

@@ -110,6 +110,7 @@ pub async fn run(
         mode,
         intake: intake.clone(),
         abort: abort.clone(),
+        stats: stats.clone(),
     };
     let finish = FinishStage {
         inboxes: inboxes.clone(),
@@ -163,6 +164,7 @@ pub async fn run(
         duplicates = Stats::get(&stats.duplicates),
         failed = Stats::get(&stats.failed),
         left_in_inbox = Stats::get(&stats.left),
+        busy_ms = stats.busy().map_or(0, |d| d.as_millis() as u64),
         "inboxd stopped"
     );
     Ok(stats)

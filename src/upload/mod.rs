@@ -169,6 +169,7 @@ pub struct UploadStage {
     pub mode: Mode,
     pub intake: CancellationToken,
     pub abort: CancellationToken,
+    pub stats: Arc<crate::finish::Stats>,
 }
 
 impl UploadStage {
@@ -214,6 +215,7 @@ impl UploadStage {
                     continue;
                 }
             };
+            self.stats.mark_started();
             let Ok(permit) = admission.clone().acquire_owned().await else {
                 break; // never closed
             };
