@@ -79,6 +79,7 @@ impl WatchStage {
                 watchers,
                 raw: rx,
                 overflowed,
+                _keep_open: tx,
             });
         }
         for (idx, inbox) in self.inboxes.iter().enumerate() {
@@ -122,6 +123,7 @@ impl WatchStage {
             watchers,
             raw: rx,
             overflowed,
+            _keep_open: tx,
         })
     }
 
@@ -136,6 +138,7 @@ impl WatchStage {
             watchers,
             mut raw,
             overflowed,
+            _keep_open,
         } = started;
         // Startup sweep: files present before we started get no events.
         for idx in 0..self.inboxes.len() {
@@ -163,11 +166,7 @@ impl WatchStage {
                 _ = shutdown.cancelled() => return,
                 ev = raw.recv() => match ev {
                     Some(ev) => self.on_raw(ev, &output).await,
-                    None => {
-                        // All watchers gone (cannot happen while we hold them); keep polling.
-                        std::future::pending::<()>().await;
-                        true
-                    }
+                    None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => self.sweep_all("periodic", &output).await,
                 _ = poll.tick(), if !polled.is_empty() => {
@@ -259,6 +258,9 @@ pub struct Watchers {
     watchers: Vec<RecommendedWatcher>,
     raw: mpsc::Receiver<Raw>,
     overflowed: Arc<AtomicBool>,
+    /// Keeps the queue open when no inbox uses kernel events (all polled), so waiting on it
+    /// simply never yields instead of ending.
+    _keep_open: mpsc::Sender<Raw>,
 }
 
 /// Every non-directory entry under `dir`. Unreadable entries are logged and skipped: they
