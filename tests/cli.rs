@@ -1,0 +1,356 @@
+//! The command line: config errors exit 2 naming the key and where it came from, `once` and
+//! `check` report through their exit codes.
+
+mod support;
+
+use support::s3::TestS3;
+use support::{
+    BUCKET, CliOutput, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
+    toml_str,
+};
+
+/// Runs `inboxd once` with this config (and env) and expects exit 2 with every `needles` in
+/// stderr, plus the config file path unless `names_file` is false.
+async fn assert_rejected(
+    daemon: &Daemon,
+    env: &[(&str, &str)],
+    needles: &[&str],
+    names_file: bool,
+) {
+    let config = daemon.config.to_string_lossy().into_owned();
+    let out = daemon.cli(&["once", "--config", &config], env).await;
+    assert_eq!(out.code(), Some(2), "expected exit 2\n{out}");
+    // The path itself contains "inbox": look for the key names elsewhere.
+    let rest = out.stderr.replace(&config, "");
+    for needle in needles {
+        assert!(
+            rest.contains(needle),
+            "stderr does not mention {needle:?}\n{out}"
+        );
+    }
+    if names_file {
+        assert!(
+            out.stderr.contains(&config),
+            "stderr does not name the config file {config}\n{out}"
+        );
+    }
+    // Nothing was touched.
+    for inbox in daemon.inboxes() {
+        assert!(
+            inbox.done_files().is_empty(),
+            "{} done/ written",
+            inbox.name
+        );
+    }
+}
+
+async fn reject_setup(setup: Setup, needles: &[&str]) {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, setup);
+    assert_rejected(&daemon, &[], needles, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_top_level_key_is_rejected() {
+    reject_setup(Setup::new().set("", "stat_dir", "\"/tmp\""), &["stat_dir"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_in_upload_is_rejected() {
+    reject_setup(
+        Setup::new().set("upload", "concurency", "4"),
+        &["concurency", "upload"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_type_is_rejected() {
+    reject_setup(
+        Setup::new().set("upload", "concurrency", "\"many\""),
+        &["upload.concurrency"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_duration_is_rejected() {
+    reject_setup(Setup::new().settle("soon"), &["settle"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_size_is_rejected() {
+    reject_setup(
+        Setup::new().set("batch", "max_bytes", "\"lots\""),
+        &["batch.max_bytes"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_concurrency_is_rejected() {
+    reject_setup(Setup::new().concurrency(0), &["upload.concurrency"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_without_bucket_is_rejected() {
+    reject_setup(Setup::new().inbox_unset("bucket"), &["bucket"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_inbox_names_are_rejected() {
+    reject_setup(
+        Setup::new().inboxes(2).inbox_set("name", "\"twin\""),
+        &["twin"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_without_inbox_is_rejected() {
+    reject_setup(Setup::new().inboxes(0), &["inbox"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_config_file_is_rejected() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let missing = daemon.dir().join("nope/inboxd.toml");
+    let missing = missing.to_string_lossy();
+    let out = daemon.cli(&["once", "--config", &missing], &[]).await;
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains(missing.as_ref()),
+        "stderr must name {missing}\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_toml_is_rejected() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    daemon.write_config("state_dir = \"/tmp/x\"\n[upload\nconcurrency = = 3\n");
+    assert_rejected(&daemon, &[], &[], true).await;
+}
+
+/// Points `done_dir` or `failed_dir` of the only inbox into the inbox itself.
+async fn reject_dir_inside_inbox(key: &str) {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let current = if key == "done_dir" {
+        &inbox.done
+    } else {
+        &inbox.failed
+    };
+    let inside = inbox.path.join("sub");
+    let text = daemon.config_text().replace(
+        &format!("{key} = {}", toml_str(&current.to_string_lossy())),
+        &format!("{key} = {}", toml_str(&inside.to_string_lossy())),
+    );
+    assert!(text.contains(&inside.to_string_lossy().into_owned()));
+    daemon.write_config(&text);
+    assert_rejected(&daemon, &[], &[key], true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_dir_inside_the_inbox_is_rejected() {
+    reject_dir_inside_inbox("done_dir").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dir_inside_the_inbox_is_rejected() {
+    reject_dir_inside_inbox("failed_dir").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_env_override_is_rejected_naming_the_variable() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    assert_rejected(
+        &daemon,
+        &[("INBOXD_UPLOAD__CONCURRENCY", "abc")],
+        &["INBOXD_UPLOAD__CONCURRENCY"],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_override_is_applied() {
+    // The same variable with a valid value is accepted (the rejection above is about the value).
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let config = daemon.config.to_string_lossy().into_owned();
+    let out = daemon
+        .cli(
+            &["once", "--config", &config],
+            &[("INBOXD_UPLOAD__CONCURRENCY", "2")],
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_0_when_every_file_went_out() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let files = [
+        ("a.pdf", content(1, 10_000)),
+        ("b/c.pdf", content(2, 20_000)),
+    ];
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    for (rel, bytes) in &files {
+        inbox.assert_done(rel, bytes);
+        let object = s3.get(BUCKET, &inbox.key(rel)).await.expect("object");
+        assert_bytes_eq(rel, &object, bytes);
+    }
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_1_when_a_file_went_to_failed() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::InvalidArgument)
+            .for_key(inbox.key("bad.pdf"))
+            .always(),
+    );
+    let good = content(3, 10_000);
+    let bad = content(4, 10_000);
+    inbox.drop("good.pdf", &good);
+    inbox.drop("bad.pdf", &bad);
+
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    inbox.assert_done("good.pdf", &good);
+    inbox.assert_failed("bad.pdf");
+    assert_bytes_eq(
+        "failed/bad.pdf",
+        &std::fs::read(inbox.failed.join("bad.pdf")).expect("failed copy"),
+        &bad,
+    );
+    inbox.assert_empty();
+}
+
+fn lines_starting<'a>(out: &'a CliOutput, word: &str) -> Vec<&'a str> {
+    out.stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(word))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_against_a_healthy_server_without_side_effects() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let ok = lines_starting(&out, "ok");
+    assert_eq!(ok.len(), 2, "one ok line per inbox\n{out}");
+    assert!(ok.iter().any(|l| l.contains("in0")), "{out}");
+    assert!(ok.iter().any(|l| l.contains("in1")), "{out}");
+    assert!(lines_starting(&out, "FAIL").is_empty(), "{out}");
+
+    // The write probe leaves nothing behind.
+    assert!(
+        s3.list(BUCKET).await.is_empty(),
+        "check left objects behind"
+    );
+    assert!(s3.requests(Op::HeadBucket) >= 2, "HeadBucket per inbox");
+    assert_eq!(
+        s3.requests(Op::CreateMultipartUpload),
+        s3.requests(Op::AbortMultipartUpload),
+        "every probe upload must be aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_when_access_is_denied() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    s3.push(
+        Op::HeadBucket,
+        Fault::reject(S3ErrorCode::AccessDenied).always(),
+    );
+
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let fail = lines_starting(&out, "FAIL");
+    assert!(
+        fail.iter().any(|l| l.contains("in0")),
+        "no FAIL line naming inbox in0\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_for_a_missing_bucket_and_names_the_inbox() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new()
+            .inboxes(2)
+            .inbox_set_at(1, "bucket", "\"no-such-bucket\""),
+    );
+
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let fail = lines_starting(&out, "FAIL");
+    assert_eq!(fail.len(), 1, "exactly one FAIL line\n{out}");
+    assert!(fail[0].contains("in1"), "FAIL line must name in1\n{out}");
+    let ok = lines_starting(&out, "ok");
+    assert!(ok.iter().any(|l| l.contains("in0")), "in0 is fine\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_works_and_unknown_subcommand_exits_2() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+
+    let help = daemon.cli(&["--help"], &[]).await;
+    assert_eq!(help.code(), Some(0), "{help}");
+    for sub in ["run", "once", "check", "ledger"] {
+        assert!(
+            help.stdout.contains(sub),
+            "--help does not list {sub}\n{help}"
+        );
+    }
+
+    let unknown = daemon.cli(&["frobnicate"], &[]).await;
+    assert_eq!(unknown.code(), Some(2), "{unknown}");
+    assert!(
+        !unknown.stderr.is_empty(),
+        "usage error without message\n{unknown}"
+    );
+
+    let bad_flag = daemon.cli(&["run", "--no-such-flag"], &[]).await;
+    assert_eq!(bad_flag.code(), Some(2), "{bad_flag}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_missing_inbox_folder_fails_instead_of_waiting() {
+    // The config says an inbox "must exist": run stops with an error naming it.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let path = daemon.inbox().path.to_string_lossy().into_owned();
+    std::fs::remove_dir(&path).expect("remove inbox");
+    daemon.start();
+    let status = daemon.wait_exit(TIMEOUT).await;
+    assert!(!status.success(), "inboxd run exited with {status}");
+    assert!(
+        daemon.stderr().contains(&path) || daemon.stdout().contains(&path),
+        "the error must name the missing inbox folder {path}\nstdout:\n{}\nstderr:\n{}",
+        daemon.stdout(),
+        daemon.stderr()
+    );
+}

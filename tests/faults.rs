@@ -1,0 +1,184 @@
+//! Server faults: transient errors are retried, permanent ones fail one file, configuration
+//! problems pause the inbox without losing anything, and an ambiguous success is recognised.
+
+mod support;
+
+use support::s3::TestS3;
+use support::{
+    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, wait_until,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_slowdown_is_retried_until_the_upload_succeeds() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("scan.pdf");
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::SlowDown).for_key(&key).times(3),
+    );
+    daemon.start();
+
+    let bytes = content(1, 64 * 1024);
+    inbox.drop("scan.pdf", &bytes);
+    wait_until(TIMEOUT, "scan.pdf is in done/", || {
+        inbox.is_done("scan.pdf")
+    })
+    .await;
+
+    assert!(s3.plan.is_drained(), "the 503s were not all consumed");
+    assert!(s3.requests_for(Op::PutObject, &key) >= 4, "PUT attempts");
+    let object = s3.get(BUCKET, &key).await.expect("object");
+    assert_bytes_eq("object", &object, &bytes);
+    inbox.assert_done("scan.pdf", &bytes);
+    assert_eq!(s3.puts(&key), 1, "successful PUTs");
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_invalid_argument_fails_only_that_file() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let bad_key = inbox.key("bad.bin");
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::InvalidArgument)
+            .for_key(&bad_key)
+            .always(),
+    );
+    daemon.start();
+
+    let bad = content(2, 20_000);
+    let good = [
+        ("good.bin", content(3, 30_000)),
+        ("sub/good ä.bin", content(4, 40_000)),
+    ];
+    inbox.drop("bad.bin", &bad);
+    for (rel, bytes) in &good {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(
+        TIMEOUT,
+        "bad.bin in failed/ and the others in done/",
+        || inbox.is_failed("bad.bin") && good.iter().all(|(rel, _)| inbox.is_done(rel)),
+    )
+    .await;
+
+    let reason = inbox.assert_failed("bad.bin");
+    assert!(
+        reason.contains("InvalidArgument"),
+        "reason file does not name the error:\n{reason}"
+    );
+    let failed_copy = std::fs::read(inbox.failed.join("bad.bin")).expect("failed copy");
+    assert_bytes_eq("failed/bad.bin", &failed_copy, &bad);
+    for (rel, bytes) in &good {
+        let key = inbox.key(rel);
+        let object = s3.get(BUCKET, &key).await.expect("object");
+        assert_bytes_eq(&key, &object, bytes);
+        inbox.assert_done(rel, bytes);
+    }
+    let mut want: Vec<String> = good.iter().map(|(rel, _)| inbox.key(rel)).collect();
+    want.sort();
+    assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
+    assert_eq!(s3.puts(&bad_key), 0);
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_pauses_the_inbox_and_keeps_the_file_until_fixed() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("contract.pdf");
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::AccessDenied).always(),
+    );
+    daemon.start();
+
+    let bytes = content(5, 50_000);
+    inbox.drop("contract.pdf", &bytes);
+    wait_until(TIMEOUT, "stdout reports the paused inbox", || {
+        daemon.stdout().contains("paused")
+    })
+    .await;
+    // While access is denied the daemon keeps trying and the file stays where it is.
+    wait_until(TIMEOUT, "a second PUT attempt", || {
+        s3.requests_for(Op::PutObject, &key) >= 2
+    })
+    .await;
+    inbox.assert_holds(&["contract.pdf"]);
+    assert_bytes_eq(
+        "file in inbox",
+        &std::fs::read(inbox.file("contract.pdf")).expect("file in inbox"),
+        &bytes,
+    );
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+    assert!(
+        inbox.done_files().is_empty(),
+        "done/: {:?}",
+        inbox.done_files()
+    );
+    assert!(!s3.exists(BUCKET, &key));
+
+    // The problem is fixed: the file goes out without anyone touching the daemon.
+    s3.plan.clear();
+    wait_until(TIMEOUT, "contract.pdf is in done/", || {
+        inbox.is_done("contract.pdf")
+    })
+    .await;
+    let object = s3.get(BUCKET, &key).await.expect("object");
+    assert_bytes_eq("object", &object, &bytes);
+    inbox.assert_done("contract.pdf", &bytes);
+    assert_eq!(s3.puts(&key), 1);
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_success_is_recognised_as_our_own_upload() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("lab/run-7.csv");
+    // The object is stored, but the client hears 500.
+    s3.push(
+        Op::PutObject,
+        Fault::fail_after(S3ErrorCode::InternalError).for_key(&key),
+    );
+    daemon.start();
+
+    let bytes = content(6, 80_000);
+    inbox.drop("lab/run-7.csv", &bytes);
+    wait_until(TIMEOUT, "run-7.csv is in done/", || {
+        inbox.is_done("lab/run-7.csv")
+    })
+    .await;
+
+    assert!(s3.plan.is_drained(), "the fault was never hit");
+    let object = s3.get(BUCKET, &key).await.expect("object");
+    assert_bytes_eq("object", &object, &bytes);
+    inbox.assert_done("lab/run-7.csv", &bytes);
+    assert_eq!(s3.puts(&key), 1, "successful backend PUTs");
+    // No renamed copy: the daemon knew the object at the key was its own.
+    assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+}
