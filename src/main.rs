@@ -156,9 +156,11 @@ async fn check(settings: Settings) -> ExitCode {
                 inbox.path.display()
             ));
         }
+        // Look, don't touch: `check` is often run as root, and folders it created would
+        // belong to root instead of the service user.
         for dir in [&inbox.done_dir, &inbox.failed_dir] {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                problems.push(format!("cannot create {}: {e}", dir.display()));
+            if let Some(problem) = dir_problem(dir) {
+                problems.push(problem);
             }
         }
         if let Err(e) = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await {
@@ -185,6 +187,22 @@ async fn check(settings: Settings) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Why inboxd could not use `dir` for done/ or failed/, if it could not: it must be a
+/// writable folder, or creatable in its nearest existing parent.
+fn dir_problem(dir: &std::path::Path) -> Option<String> {
+    let mut probe = dir;
+    while !probe.exists() {
+        probe = probe.parent()?;
+    }
+    if !probe.is_dir() {
+        return Some(format!("{} is not a folder", probe.display()));
+    }
+    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    (!writable).then(|| format!("{} is not writable", probe.display()))
 }
 
 fn ledger(settings: &Settings) -> ExitCode {

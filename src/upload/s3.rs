@@ -121,7 +121,7 @@ where
     let mut message = match (code, err.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_owned(),
-        _ => aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+        _ => error_chain(err),
     };
     if let Some(s) = status {
         message = format!("{message} (HTTP {s})");
@@ -130,6 +130,26 @@ where
         disposition,
         message,
     }
+}
+
+/// An error and its causes on one line ("dispatch failure: io error: connection refused"),
+/// without the SDK's multi-line debug dump.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts
+        .join(": ")
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Builds the client: the standard AWS credential chain, our endpoint and region, retries
