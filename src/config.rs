@@ -312,7 +312,9 @@ impl Settings {
         };
 
         let u = raw.upload;
-        let concurrency = u.concurrency.unwrap_or(16);
+        // 32: a full default batch (20 files) goes out in one round trip, with room for the
+        // parts of a large file beside it. Uploads wait on the network, not the CPU.
+        let concurrency = u.concurrency.unwrap_or(32);
         if concurrency == 0 {
             return Err(err("upload.concurrency", "must be at least 1"));
         }
@@ -626,7 +628,7 @@ bucket = "b"
     #[test]
     fn defaults_and_relative_paths() {
         let s = load_str(GOOD).unwrap();
-        assert_eq!(s.upload.concurrency, 16);
+        assert_eq!(s.upload.concurrency, 32);
         assert_eq!(s.batch.max_files, 20);
         assert_eq!(s.batch.max_bytes, 1024 * MIB);
         assert_eq!(s.batch.window, Duration::from_millis(500));

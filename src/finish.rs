@@ -137,13 +137,6 @@ impl FinishStage {
                 rec.parts.clear();
                 rec.etag = etag.clone();
                 rec.reason = None;
-                if let (Some(sha), Ok(Some(mut obj))) =
-                    (sha, self.ledger.get_object(&inbox.bucket, key))
-                    && obj.sha256 == sha
-                {
-                    obj.complete = true;
-                    self.ledger.put_object(&inbox.bucket, key, &obj)?;
-                }
             }
             FileResult::Duplicate { .. } => {
                 rec.drops += 1;

@@ -98,25 +98,23 @@ impl Record {
     }
 }
 
-/// What we know about an object key we wrote ourselves.
+/// An object we stored ourselves but never finished: the file changed after its upload, so
+/// done/ could not hold the same bytes. The next version of the same file may replace
+/// exactly this object (and nobody else's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ObjectRecord {
+pub struct AbandonedObject {
     pub v: u32,
     pub sha256: String,
     pub size: u64,
     pub inbox: String,
     pub rel_path: String,
-    /// False while the upload that wrote it is not yet recorded as uploaded (e.g. the file
-    /// changed after the object was stored): such an object may be replaced by the next
-    /// version of the same file.
-    pub complete: bool,
 }
 
 #[derive(Clone)]
 pub struct Ledger {
     db: sled::Db,
     files: sled::Tree,
-    objects: sled::Tree,
+    abandoned: sled::Tree,
 }
 
 impl Ledger {
@@ -136,9 +134,13 @@ impl Ledger {
                 source,
             })?;
         let files = db.open_tree("files")?;
-        let objects = db.open_tree("objects")?;
+        let abandoned = db.open_tree("abandoned")?;
         db.insert("schema", &RECORD_VERSION.to_be_bytes())?;
-        Ok(Ledger { db, files, objects })
+        Ok(Ledger {
+            db,
+            files,
+            abandoned,
+        })
     }
 
     /// Key of a file record: inbox NUL rel_path NUL sha256-hex (or "-" when unknown).
@@ -181,21 +183,30 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, LedgerError> {
-        match self.objects.get(Self::object_key(bucket, key))? {
+    pub fn get_abandoned(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<AbandonedObject>, LedgerError> {
+        match self.abandoned.get(Self::object_key(bucket, key))? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    pub fn put_object(
+    pub fn put_abandoned(
         &self,
         bucket: &str,
         key: &str,
-        rec: &ObjectRecord,
+        rec: &AbandonedObject,
     ) -> Result<(), LedgerError> {
-        self.objects
+        self.abandoned
             .insert(Self::object_key(bucket, key), serde_json::to_vec(rec)?)?;
+        Ok(())
+    }
+
+    pub fn remove_abandoned(&self, bucket: &str, key: &str) -> Result<(), LedgerError> {
+        self.abandoned.remove(Self::object_key(bucket, key))?;
         Ok(())
     }
 

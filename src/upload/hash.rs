@@ -10,6 +10,9 @@ use crate::settle::Signature;
 
 const BUF: usize = 1024 * 1024;
 
+/// Files up to this size are read into memory once, hashed, and sent from memory.
+pub const SMALL: u64 = 256 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("cannot read the file: {0}")]
@@ -25,21 +28,27 @@ pub enum HashError {
 pub struct Digests {
     pub whole: [u8; 32],
     pub parts: Vec<[u8; 32]>,
+    /// The whole content, when asked for (small files only).
+    pub content: Option<Vec<u8>>,
 }
 
 /// SHA-256 of the file at `path`, provided it still matches `expected` before and after.
 /// Blocking: run it on a blocking thread.
 pub fn sha256_file(path: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
-    Ok(digests(path, expected, None)?.whole)
+    Ok(digests(path, expected, None, false)?.whole)
 }
 
 /// Like [`sha256_file`], plus per-part digests for `part_size` (which must be a multiple of
-/// the read buffer, as every valid S3 part size is: whole MiB).
+/// the read buffer, as every valid S3 part size is: whole MiB), and the content itself when
+/// `keep` is set (only for files of at most [`SMALL`] bytes).
 pub fn digests(
     path: &Path,
     expected: &Signature,
     part_size: Option<u64>,
+    keep: bool,
 ) -> Result<Digests, HashError> {
+    let keep = keep && expected.size <= SMALL;
+    let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
     let mut f = std::fs::File::open(path)?;
     if Signature::of(&f.metadata()?) != *expected {
         return Err(HashError::Changed);
@@ -58,6 +67,12 @@ pub fn digests(
         total += n as u64;
         let mut chunk = &buf[..n];
         hasher.update(chunk);
+        if let Some(c) = content.as_mut() {
+            if c.len() + n > SMALL as usize {
+                return Err(HashError::Changed); // grew past what settle saw
+            }
+            c.extend_from_slice(chunk);
+        }
         if let Some(ps) = part_size {
             while !chunk.is_empty() {
                 let take = ((ps - in_part) as usize).min(chunk.len());
@@ -80,6 +95,7 @@ pub fn digests(
     Ok(Digests {
         whole: hasher.finalize().into(),
         parts,
+        content,
     })
 }
 
@@ -94,6 +110,8 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let h = sha256_file(&p, &sig).unwrap();
+        let d = digests(&p, &sig, None, true).unwrap();
+        assert_eq!((d.whole, d.content.as_deref()), (h, Some(&b"abc"[..])));
         assert_eq!(
             hex::encode(h),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -110,7 +128,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let part = 2 * BUF as u64;
-        let got = digests(&p, &sig, Some(part)).unwrap();
+        let got = digests(&p, &sig, Some(part), false).unwrap();
         let want: Vec<[u8; 32]> = data
             .chunks(part as usize)
             .map(|c| Sha256::digest(c).into())

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::batch::{BatchInfo, Batched};
 use crate::config::{InboxSettings, OnConflict, UploadSettings};
-use crate::ledger::{Ledger, ObjectRecord, Record, State};
+use crate::ledger::{AbandonedObject, Ledger, Record, State};
 use crate::settle::{Kind, ReadyFile, Signature};
 use crate::watch::Mode;
 use pause::Pause;
@@ -210,13 +210,17 @@ async fn process_inner(
         .then(|| multipart::part_size_for(file.size, sh.settings.part_size));
 
     // Hash first: the content is the file's identity, and the checksum the server verifies.
-    let digests = {
+    let mut digests = {
         let Ok(_slot) = sh.hashing.acquire().await else {
             return (None, 0, FileResult::Interrupted);
         };
         let path = file.path.clone();
         let sig = file.sig;
-        match tokio::task::spawn_blocking(move || hash::digests(&path, &sig, part_size)).await {
+        // Small files are kept in memory from this single read: hashed and sent from the same
+        // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
+        let keep = file.size <= hash::SMALL;
+        match tokio::task::spawn_blocking(move || hash::digests(&path, &sig, part_size, keep)).await
+        {
             Ok(Ok(d)) => d,
             Ok(Err(hash::HashError::Changed)) => return (None, 0, FileResult::Changed),
             Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -271,27 +275,18 @@ async fn process_inner(
         }
         _ => {}
     }
+    // No "uploading" record for a single PUT: after a crash the conditional PUT and HEAD
+    // recognise our own object. A multipart upload records itself before its first part.
     let mut r = rec
         .take()
         .unwrap_or_else(|| Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket));
-    r.state = State::Uploading;
-    r.key = Some(default_key.clone());
-    if let Err(e) = sh.ledger.put(&mut r) {
-        return (
-            sha_out,
-            0,
-            FileResult::Deferred {
-                reason: format!("ledger not writable: {e}"),
-            },
-        );
-    }
 
     let body = match part_size {
         Some(ps) => Body::Multipart {
             part_size: ps,
             parts: &digests.parts,
         },
-        None => Body::Single,
+        None => Body::Single(digests.content.take().map(bytes::Bytes::from)),
     };
     let (attempts, result) = upload_loop(
         sh,
@@ -310,20 +305,14 @@ async fn process_inner(
         // leave parts behind. (Deferred and interrupted uploads keep theirs to resume.)
         multipart::abort_recorded(&sh.client, &sh.ledger, &inbox.bucket, &mut r).await;
     }
-    if let FileResult::Uploaded { .. } = result {
-        // The multipart upload (if any) is complete: forget its id before finish records
-        // the file as uploaded, so startup never tries to abort a finished upload.
-        r.upload_id = None;
-        r.parts.clear();
-        let _ = sh.ledger.put(&mut r);
-    }
     (sha_out, attempts, result)
 }
 
 /// How a file's bytes go up.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Body<'a> {
-    Single,
+    /// One PUT; small files carry their bytes (read once, hashed and sent from memory).
+    Single(Option<bytes::Bytes>),
     Multipart {
         part_size: u64,
         parts: &'a [[u8; 32]],
@@ -360,14 +349,15 @@ async fn upload_loop(
             return (attempts, FileResult::Interrupted);
         }
         attempts += 1;
-        let res = match body {
-            Body::Single => {
+        let res = match &body {
+            Body::Single(content) => {
                 single_put(
                     sh,
                     Put {
                         bucket: &inbox.bucket,
                         key: &key,
                         path: &file.path,
+                        content: content.clone(),
                         size: file.size,
                         sha256: sha,
                         replace_etag: replace_etag.as_deref(),
@@ -376,7 +366,7 @@ async fn upload_loop(
                 )
                 .await
             }
-            Body::Multipart { part_size, parts } => {
+            &Body::Multipart { part_size, parts } => {
                 let cond = match (&replace_etag, unconditional) {
                     (Some(etag), _) => multipart::Condition::Replace(etag),
                     (None, true) => multipart::Condition::Unconditional,
@@ -390,20 +380,24 @@ async fn upload_loop(
             Ok(etag) => {
                 crate::failpoint("after-upload");
                 pause.resume();
-                let obj = ObjectRecord {
-                    v: 1,
-                    sha256: hex.to_owned(),
-                    size: file.size,
-                    inbox: inbox.name.clone(),
-                    rel_path: rel.to_owned(),
-                    complete: false,
-                };
-                // Best effort: this record only lets a later version of the same file replace
-                // an object that was never finished; losing it costs a renamed key at worst.
-                let _ = sh.ledger.put_object(&inbox.bucket, &key, &obj);
+                if replace_etag.is_some() {
+                    // The abandoned earlier version is replaced: nothing to remember any more.
+                    let _ = sh.ledger.remove_abandoned(&inbox.bucket, &key);
+                }
                 if changed_since(file) {
                     // The object holds what we hashed (the server verified it), but the file
-                    // has moved on: done/ would not match the bucket. Go round again.
+                    // has moved on: done/ would not match the bucket. Go round again, and
+                    // remember the object as ours and unfinished so that the next version of
+                    // this file may replace it (best effort: losing this record costs a
+                    // renamed key at worst, never data).
+                    let obj = AbandonedObject {
+                        v: 1,
+                        sha256: hex.to_owned(),
+                        size: file.size,
+                        inbox: inbox.name.clone(),
+                        rel_path: rel.to_owned(),
+                    };
+                    let _ = sh.ledger.put_abandoned(&inbox.bucket, &key, &obj);
                     tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
                     return (attempts, FileResult::Changed);
                 }
@@ -469,10 +463,9 @@ async fn upload_loop(
                         );
                     }
                     Ok(Some(h)) => {
-                        let ours = sh.ledger.get_object(&inbox.bucket, &key).ok().flatten();
+                        let ours = sh.ledger.get_abandoned(&inbox.bucket, &key).ok().flatten();
                         let abandoned_by_us = ours.is_some_and(|o| {
-                            !o.complete
-                                && o.inbox == inbox.name
+                            o.inbox == inbox.name
                                 && o.rel_path == rel
                                 && h.sha256.as_deref() == Some(o.sha256.as_str())
                         });

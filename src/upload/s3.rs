@@ -183,6 +183,8 @@ pub struct Put<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
     pub path: &'a Path,
+    /// The file's bytes, when it is small enough to be sent from memory.
+    pub content: Option<bytes::Bytes>,
     pub size: u64,
     pub sha256: &'a [u8; 32],
     /// Replace only this exact object (its ETag); `None` means create-only (If-None-Match: *).
@@ -208,13 +210,16 @@ pub enum PutError {
 /// CRC32 nor switches to aws-chunked encoding (which several S3-compatible servers reject).
 /// Returns the ETag.
 pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, PutError> {
-    let body = ByteStream::read_from()
-        .path(p.path)
-        .length(Length::Exact(p.size))
-        .buffer_size(256 * 1024)
-        .build()
-        .await
-        .map_err(|e| PutError::File(e.to_string()))?;
+    let body = match p.content {
+        Some(bytes) => ByteStream::from(bytes),
+        None => ByteStream::read_from()
+            .path(p.path)
+            .length(Length::Exact(p.size))
+            .buffer_size(256 * 1024)
+            .build()
+            .await
+            .map_err(|e| PutError::File(e.to_string()))?,
+    };
     let hex = hex::encode(p.sha256);
     let mut req = client
         .put_object()
