@@ -302,9 +302,33 @@ fn write_reason(
     o: &Outcome,
     reason: &str,
 ) -> std::io::Result<()> {
-    let mut name = dest.as_os_str().to_owned();
-    name.push(".reason.txt");
-    let mut f = std::fs::File::create(PathBuf::from(name))?;
+    // create_new: a file in failed/ that happens to carry such a name is never overwritten.
+    let mut f = None;
+    for n in 0..1000u32 {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(if n == 0 {
+            ".reason.txt".to_owned()
+        } else {
+            format!(".reason ({n}).txt")
+        });
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(PathBuf::from(name))
+        {
+            Ok(file) => {
+                f = Some(file);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(mut f) = f else {
+        return Err(std::io::Error::other(
+            "too many reason files with this name",
+        ));
+    };
     writeln!(f, "reason: {reason}")?;
     writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
     writeln!(f, "attempts: {}", o.attempts)?;
