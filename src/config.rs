@@ -237,6 +237,11 @@ pub struct InboxSettings {
 
 pub const MIB: u64 = 1024 * 1024;
 
+/// Default `upload.concurrency`. 32: a full default batch (20 files) goes out in one round
+/// trip, with room for the parts of a large file beside it. Uploads wait on the network, not
+/// on the CPU, so more slots cost little.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
 impl Settings {
     /// Loads `file`, applies `INBOXD_*` overrides from the environment, validates.
     pub fn load(file: &Path) -> Result<Settings, ConfigError> {
@@ -312,9 +317,7 @@ impl Settings {
         };
 
         let u = raw.upload;
-        // 32: a full default batch (20 files) goes out in one round trip, with room for the
-        // parts of a large file beside it. Uploads wait on the network, not the CPU.
-        let concurrency = u.concurrency.unwrap_or(32);
+        let concurrency = u.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {
             return Err(err("upload.concurrency", "must be at least 1"));
         }
