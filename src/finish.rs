@@ -105,7 +105,10 @@ impl FinishStage {
             }
             // The durability point: after this, a crash cannot make us upload these again.
             self.ledger.flush().await?;
-            crate::failpoint("after-ledger-flush");
+            let uploaded = |r: &Report| matches!(r, Report::File(o) if matches!(o.result, FileResult::Uploaded { .. }));
+            if group.iter().any(uploaded) {
+                crate::failpoint("after-ledger-flush");
+            }
             for (r, rec) in group.into_iter().zip(records) {
                 match r {
                     Report::File(o) => {

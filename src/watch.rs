@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
@@ -54,6 +55,11 @@ enum Raw {
     Paths(usize, Vec<PathBuf>, bool),
     Error(usize, notify::Error),
 }
+
+/// A new folder is swept when its event arrives and once more this much later: notify adds
+/// the folder's watch only after it has delivered the event, so a file created in between
+/// raises no event and may not exist yet at the first sweep.
+const NEW_DIR_RESWEEP: Duration = Duration::from_secs(1);
 
 /// Capacity of the queue between notify's thread and this stage. When it is full, events are
 /// dropped and a full rescan is requested instead (the callback must never block).
@@ -160,12 +166,15 @@ impl WatchStage {
         let polled: Vec<usize> = (0..self.inboxes.len())
             .filter(|i| !uses_events(&self.inboxes[*i]))
             .collect();
+        // New folders to sweep a second time, in order of due time.
+        let mut resweep: std::collections::VecDeque<(Instant, usize, PathBuf)> =
+            std::collections::VecDeque::new();
 
         loop {
             let ok = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = raw.recv() => match ev {
-                    Some(ev) => self.on_raw(ev, &output).await,
+                    Some(ev) => self.on_raw(ev, &output, &mut resweep).await,
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => self.sweep_all("periodic", &output).await,
@@ -177,6 +186,12 @@ impl WatchStage {
                     ok
                 }
                 _ = self.rescan_now.notified() => self.sweep_all("requested", &output).await,
+                _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
+                    match resweep.pop_front() {
+                        Some((_, idx, dir)) => self.sweep(idx, &dir, &output).await,
+                        None => true,
+                    }
+                }
             };
             if !ok {
                 return; // settle is gone: the pipeline is shutting down
@@ -190,7 +205,12 @@ impl WatchStage {
         }
     }
 
-    async fn on_raw(&self, ev: Raw, output: &mpsc::Sender<Candidate>) -> bool {
+    async fn on_raw(
+        &self,
+        ev: Raw,
+        output: &mpsc::Sender<Candidate>,
+        resweep: &mut std::collections::VecDeque<(Instant, usize, PathBuf)>,
+    ) -> bool {
         match ev {
             Raw::Error(idx, e) => {
                 let inbox = &self.inboxes[idx];
@@ -213,6 +233,7 @@ impl WatchStage {
                         .map(|m| m.is_dir())
                         .unwrap_or(false);
                     let ok = if is_dir {
+                        resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
                         self.sweep(idx, &path, output).await
                     } else {
                         output.send(Candidate { inbox: idx, path }).await.is_ok()
@@ -275,6 +296,12 @@ fn walk(inbox: &str, dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t.into()).await;
+    }
 }
 
 fn is_interesting(kind: &EventKind) -> bool {
