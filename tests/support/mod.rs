@@ -15,6 +15,8 @@ use tokio::process::{Child, Command};
 
 pub use s3::{BUCKET, Fault, Op, S3ErrorCode};
 
+pub const MIB: usize = 1024 * 1024;
+
 /// Upper bound for anything a test waits for. Tests wait on conditions, never on this.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -197,6 +199,16 @@ impl Setup {
 
     pub fn concurrency(self, n: usize) -> Self {
         self.set("upload", "concurrency", &n.to_string())
+    }
+
+    /// Files larger than `threshold` go multipart in parts of `part_size` (e.g. "5 MiB").
+    pub fn multipart(self, threshold: &str, part_size: &str) -> Self {
+        self.set("upload", "multipart_threshold", &toml_str(threshold))
+            .set("upload", "part_size", &toml_str(part_size))
+    }
+
+    pub fn grace(self, d: &str) -> Self {
+        self.set("shutdown", "grace", &toml_str(d))
     }
 
     pub fn on_conflict(self, mode: &str) -> Self {
@@ -709,6 +721,21 @@ impl Daemon {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {sig} failed");
+    }
+
+    /// Kernel file watches (inotify) the running daemon holds, from /proc/PID/fdinfo.
+    pub fn inotify_watches(&self) -> usize {
+        let dir = PathBuf::from(format!("/proc/{}/fdinfo", self.pid()));
+        let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        entries
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
     }
 
     pub fn sigterm(&self) {

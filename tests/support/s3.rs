@@ -641,6 +641,47 @@ impl TestS3 {
             .unwrap_or(0)
     }
 
+    /// Multipart uploads the backend still holds open (created, neither completed nor
+    /// aborted), as upload ids. s3s-fs has no ListMultipartUploads; it keeps one
+    /// `.upload-<id>.json` file per open upload in its root, removed on complete and abort.
+    pub fn open_uploads(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .root_entries()
+            .iter()
+            .filter_map(|n| n.strip_prefix(".upload-")?.strip_suffix(".json"))
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Parts stored for multipart uploads not yet completed or aborted, as
+    /// `<upload id>.part-<n>` (s3s-fs keeps each as `.upload_id-<id>.part-<n>` in its root
+    /// and removes them on complete and abort).
+    pub fn stored_parts(&self) -> Vec<String> {
+        let mut parts: Vec<String> = self
+            .root_entries()
+            .iter()
+            .filter_map(|n| n.strip_prefix(".upload_id-"))
+            .map(str::to_owned)
+            .collect();
+        parts.sort();
+        parts
+    }
+
+    /// File names directly in the s3s-fs root (its bookkeeping lives there, beside buckets).
+    fn root_entries(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A client for verification: static credentials, path style, latest behaviour version.
     pub fn client(&self) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

@@ -1,0 +1,508 @@
+//! Edge cases: symlinks and non-UTF-8 names go to failed/, on_conflict "fail" and
+//! "overwrite", files deferred after too many transient errors, polling, SIGHUP, and `once`
+//! with S3 unreachable.
+
+mod support;
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::s3::TestS3;
+use support::{
+    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, fingerprint,
+    sha256_hex, strip_ansi, toml_str, wait_until,
+};
+
+/// `<path>.reason.txt`, beside a file in failed/.
+fn reason_path(path: &Path) -> std::path::PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(".reason.txt");
+    name.into()
+}
+
+async fn assert_object(s3: &TestS3, key: &str, bytes: &[u8]) {
+    let Some(object) = s3.get(BUCKET, key).await else {
+        panic!(
+            "object {key} missing; the bucket holds {:?}",
+            s3.list(BUCKET).await
+        );
+    };
+    assert_bytes_eq(format!("object {key}"), &object, bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Things that are not regular files with UTF-8 names
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_go_to_failed_and_their_targets_are_left_alone() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let target = daemon.dir().join("elsewhere/secret.pdf");
+    fs::create_dir_all(target.parent().unwrap()).expect("create target folder");
+    fs::write(&target, content(1, 40_000)).expect("write target");
+    let before = fingerprint(&target);
+    let real = content(2, 30_000);
+    daemon.start();
+
+    std::os::unix::fs::symlink(&target, inbox.file("link.pdf")).expect("symlink");
+    std::os::unix::fs::symlink(daemon.dir().join("nowhere"), inbox.file("dangling.pdf"))
+        .expect("dangling symlink");
+    inbox.drop("real.pdf", &real);
+    let in_failed = |rel: &str| {
+        fs::symlink_metadata(inbox.failed.join(rel)).is_ok()
+            && reason_path(&inbox.failed.join(rel)).is_file()
+            && fs::symlink_metadata(inbox.file(rel)).is_err()
+    };
+    wait_until(
+        TIMEOUT,
+        "both links in failed/ and real.pdf in done/",
+        || in_failed("link.pdf") && in_failed("dangling.pdf") && inbox.is_done("real.pdf"),
+    )
+    .await;
+    daemon.stop().await;
+
+    for (rel, points_to) in [
+        ("link.pdf", target.clone()),
+        ("dangling.pdf", daemon.dir().join("nowhere")),
+    ] {
+        let moved = inbox.failed.join(rel);
+        let meta = fs::symlink_metadata(&moved).expect("moved link");
+        assert!(
+            meta.file_type().is_symlink(),
+            "failed/{rel} is not the link itself"
+        );
+        assert_eq!(
+            fs::read_link(&moved).expect("read link"),
+            points_to,
+            "failed/{rel} points elsewhere"
+        );
+        // (`Inbox::assert_failed` follows the link, which dangles for one of them.)
+        let reason = fs::read_to_string(reason_path(&moved)).expect("reason file");
+        assert!(
+            reason.contains("symbolic link"),
+            "reason for {rel} does not say why:\n{reason}"
+        );
+        assert_eq!(
+            s3.requests_for(Op::PutObject, &inbox.key(rel)),
+            0,
+            "{rel} was sent to S3"
+        );
+    }
+    assert_eq!(fingerprint(&target), before, "the link target was touched");
+    assert!(
+        !daemon.dir().join("nowhere").exists(),
+        "the dangling target was created"
+    );
+    inbox.assert_done("real.pdf", &real);
+    assert_eq!(
+        s3.list(BUCKET).await,
+        vec![inbox.key("real.pdf")],
+        "objects in the bucket"
+    );
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_utf8_go_to_failed() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let bad_file = OsStr::from_bytes(b"scan-\xff\xfe.pdf");
+    let bad_dir = OsStr::from_bytes(b"Ordner-\xe4");
+    let bad_nested = Path::new(bad_dir).join("inside.pdf");
+    let bad = content(3, 20_000);
+    let bad2 = content(4, 21_000);
+    let good = [
+        ("good.pdf", content(5, 30_000)),
+        ("sub/Übersicht ñ.pdf", content(6, 31_000)),
+    ];
+    daemon.start();
+
+    fs::write(inbox.path.join(bad_file), &bad).expect("write non-UTF-8 file");
+    fs::create_dir_all(inbox.path.join(bad_dir)).expect("create non-UTF-8 folder");
+    fs::write(inbox.path.join(&bad_nested), &bad2).expect("write into non-UTF-8 folder");
+    for (rel, bytes) in &good {
+        inbox.drop(rel, bytes);
+    }
+    let failed = |rel: &Path| {
+        inbox.failed.join(rel).is_file()
+            && reason_path(&inbox.failed.join(rel)).is_file()
+            && !inbox.path.join(rel).exists()
+    };
+    wait_until(
+        TIMEOUT,
+        "non-UTF-8 names in failed/, the others in done/",
+        || {
+            failed(Path::new(bad_file))
+                && failed(&bad_nested)
+                && good.iter().all(|(rel, _)| inbox.is_done(rel))
+        },
+    )
+    .await;
+    daemon.stop().await;
+
+    for (rel, bytes) in [(Path::new(bad_file), &bad), (bad_nested.as_path(), &bad2)] {
+        let moved = inbox.failed.join(rel);
+        let kept = fs::read(&moved).expect("read failed copy");
+        assert_bytes_eq(format!("failed/{}", rel.display()), &kept, bytes);
+        let reason = fs::read_to_string(reason_path(&moved)).expect("reason file");
+        assert!(
+            reason.contains("UTF-8"),
+            "reason for {} does not say why:\n{reason}",
+            rel.display()
+        );
+    }
+    let mut want = Vec::new();
+    for (rel, bytes) in &good {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+        want.push(inbox.key(rel));
+    }
+    want.sort();
+    assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
+    inbox.assert_empty();
+}
+
+// ---------------------------------------------------------------------------------------------
+// on_conflict
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_conflict_fail_sends_the_different_file_to_failed() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().on_conflict("fail"));
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("a.pdf");
+    let old = content(10, 50_000);
+    let new = content(11, 50_000);
+    daemon.start();
+    inbox.drop("a.pdf", &old);
+    wait_until(TIMEOUT, "a.pdf is in done/", || inbox.is_done("a.pdf")).await;
+    inbox.drop("a.pdf", &new);
+    wait_until(TIMEOUT, "the second a.pdf is in failed/", || {
+        inbox.is_failed("a.pdf")
+    })
+    .await;
+    daemon.stop().await;
+
+    let reason = inbox.assert_failed("a.pdf");
+    assert!(
+        reason.contains(&key),
+        "the reason does not name the key {key}:\n{reason}"
+    );
+    let kept = fs::read(inbox.failed.join("a.pdf")).expect("failed copy");
+    assert_bytes_eq("failed/a.pdf", &kept, &new);
+    assert_object(&s3, &key, &old).await;
+    assert_eq!(s3.puts(&key), 1, "objects written at {key}");
+    assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
+    inbox.assert_done("a.pdf", &old);
+    assert_eq!(inbox.done_files(), vec!["a.pdf".to_owned()], "done/");
+    inbox.assert_empty();
+    let records = daemon.ledger_for("a.pdf").await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["sha256"] == sha256_hex(&new).as_str() && r["state"] == "failed"),
+        "no failed ledger record for the new content: {records:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_conflict_overwrite_replaces_the_object() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().on_conflict("overwrite"));
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("b.pdf");
+    let old = content(12, 50_000);
+    let new = content(13, 60_000);
+    daemon.start();
+    inbox.drop("b.pdf", &old);
+    wait_until(TIMEOUT, "b.pdf is in done/", || inbox.is_done("b.pdf")).await;
+    inbox.drop("b.pdf", &new);
+    wait_until(TIMEOUT, "the second b.pdf is in done/", || {
+        inbox.in_done("b (1).pdf") && !inbox.in_inbox("b.pdf")
+    })
+    .await;
+    daemon.stop().await;
+
+    assert_object(&s3, &key, &new).await;
+    let meta = s3.head_meta(BUCKET, &key).await.expect("metadata");
+    assert_eq!(
+        meta.get("sha256").map(String::as_str),
+        Some(sha256_hex(&new).as_str())
+    );
+    assert_eq!(s3.puts(&key), 2, "objects written at {key}");
+    assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
+    inbox.assert_done("b.pdf", &old);
+    inbox.assert_done("b (1).pdf", &new);
+    inbox.assert_empty();
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferred files
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_beyond_max_attempts_defer_the_file_until_they_pass() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(
+        &s3,
+        Setup::new()
+            .set("upload", "max_attempts", "2")
+            .set("upload", "retry_later", "\"1s\"")
+            .set("watch", "rescan", "\"500ms\""),
+    );
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("flaky.pdf");
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::SlowDown).for_key(&key).always(),
+    );
+    let flaky = content(20, 40_000);
+    let fine = content(21, 41_000);
+    daemon.start();
+    inbox.drop("flaky.pdf", &flaky);
+    inbox.drop("fine.pdf", &fine);
+
+    let deferred_lines = |daemon: &Daemon| {
+        strip_ansi(&daemon.stdout())
+            .lines()
+            .filter(|l| l.contains("tried again later") && l.contains("flaky.pdf"))
+            .count()
+    };
+    wait_until(TIMEOUT, "flaky.pdf is deferred and fine.pdf done", || {
+        deferred_lines(&daemon) >= 1 && inbox.is_done("fine.pdf")
+    })
+    .await;
+    let first_round = s3.requests_for(Op::PutObject, &key);
+    // After retry_later and a rescan it is tried again, and deferred again.
+    wait_until(
+        TIMEOUT,
+        "flaky.pdf is tried again and deferred again",
+        || s3.requests_for(Op::PutObject, &key) > first_round && deferred_lines(&daemon) >= 2,
+    )
+    .await;
+    inbox.assert_holds(&["flaky.pdf"]);
+    assert_eq!(
+        fs::read(inbox.file("flaky.pdf")).expect("read flaky.pdf"),
+        flaky,
+        "flaky.pdf in the inbox was changed"
+    );
+    assert!(
+        inbox.failed_files().is_empty(),
+        "a transient error sent a file to failed/: {:?}",
+        inbox.failed_files()
+    );
+    assert!(!s3.exists(BUCKET, &key));
+    assert!(daemon.batch_total("deferred") >= 2, "batch summaries");
+
+    s3.plan.clear();
+    wait_until(TIMEOUT, "flaky.pdf is in done/ once S3 recovers", || {
+        inbox.is_done("flaky.pdf")
+    })
+    .await;
+    daemon.stop().await;
+
+    assert_object(&s3, &key, &flaky).await;
+    inbox.assert_done("flaky.pdf", &flaky);
+    inbox.assert_done("fine.pdf", &fine);
+    assert_eq!(s3.puts(&key), 1);
+    inbox.assert_empty();
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_finds_files_without_kernel_events() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(
+        &s3,
+        Setup::new().inbox_set("watch", &toml_str("poll")).set(
+            "watch",
+            "poll_interval",
+            &toml_str("200ms"),
+        ),
+    );
+    let inbox = daemon.inbox().clone();
+    let files = [
+        ("first.pdf", content(30, 20_000)),
+        ("deep/er/second.pdf", content(31, 21_000)),
+    ];
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started watching", || {
+        daemon.stdout().contains("watching by polling")
+    })
+    .await;
+    assert_eq!(
+        daemon.inotify_watches(),
+        0,
+        "an inbox with watch = \"poll\" holds kernel watches"
+    );
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "both files are in done/", || {
+        files.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    assert_eq!(daemon.inotify_watches(), 0, "kernel watches while polling");
+    daemon.stop().await;
+
+    for (rel, bytes) in &files {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+    }
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rescans_an_inbox_nothing_else_would_look_at() {
+    let s3 = TestS3::start().await;
+    // Polled every 10 minutes, rescanned every 10 minutes: after the startup sweep, only
+    // SIGHUP can find a new file.
+    let mut daemon = Daemon::new(
+        &s3,
+        Setup::new().inbox_set("watch", &toml_str("poll")).set(
+            "watch",
+            "poll_interval",
+            &toml_str("10m"),
+        ),
+    );
+    let inbox = daemon.inbox().clone();
+    let early = content(40, 10_000);
+    inbox.drop("early.pdf", &early);
+    daemon.start();
+    wait_until(TIMEOUT, "early.pdf (startup sweep) is in done/", || {
+        inbox.is_done("early.pdf")
+    })
+    .await;
+
+    for (round, rel) in ["late.pdf", "later.pdf"].into_iter().enumerate() {
+        let bytes = content(41 + round as u64, 12_000);
+        inbox.drop(rel, &bytes);
+        // The point is elapsed time: 1.5 s is several settle windows (300 ms) plus batch
+        // windows (100 ms); nothing may pick the file up before SIGHUP.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        inbox.assert_holds(&[rel]);
+        assert_eq!(s3.requests_for(Op::PutObject, &inbox.key(rel)), 0);
+
+        daemon.sighup();
+        wait_until(TIMEOUT, format!("{rel} is in done/ after SIGHUP"), || {
+            inbox.is_done(rel)
+        })
+        .await;
+        assert!(daemon.is_running(), "inboxd exited after SIGHUP");
+        inbox.assert_done(rel, &bytes);
+        assert_object(&s3, &inbox.key(rel), &bytes).await;
+    }
+    let rescans = strip_ansi(&daemon.stdout())
+        .lines()
+        .filter(|l| l.contains("SIGHUP") && l.contains("rescanning"))
+        .count();
+    assert_eq!(rescans, 2, "log lines about SIGHUP rescans");
+    daemon.stop().await;
+    inbox.assert_done("early.pdf", &early);
+    inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_kernel_events_rescans_and_keeps_running() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().inbox_set("watch", &toml_str("events")));
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started watching", || {
+        daemon.stdout().contains("watching with kernel events")
+    })
+    .await;
+    assert!(
+        daemon.inotify_watches() > 0,
+        "watch = \"events\" but no kernel watch is held"
+    );
+    daemon.sighup();
+    wait_until(TIMEOUT, "the log says SIGHUP rescans", || {
+        strip_ansi(&daemon.stdout())
+            .lines()
+            .any(|l| l.contains("SIGHUP") && l.contains("rescanning"))
+    })
+    .await;
+    assert!(daemon.is_running(), "inboxd exited after SIGHUP");
+
+    let bytes = content(45, 33_000);
+    inbox.drop("after-hup.pdf", &bytes);
+    wait_until(TIMEOUT, "after-hup.pdf is in done/", || {
+        inbox.is_done("after-hup.pdf")
+    })
+    .await;
+    daemon.stop().await;
+    inbox.assert_done("after-hup.pdf", &bytes);
+    assert_object(&s3, &inbox.key("after-hup.pdf"), &bytes).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// once
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new()
+            .set("upload", "max_attempts", "2")
+            .set("upload", "retry_initial", &toml_str("20ms"))
+            .set("upload", "retry_max", &toml_str("100ms")),
+    );
+    let inbox = daemon.inbox().clone();
+    // A port nothing listens on: connections are refused at once.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let config = daemon
+        .config_text()
+        .replace(s3.endpoint(), &format!("http://127.0.0.1:{closed}"));
+    daemon.write_config(&config);
+    let bytes = content(50, 25_000);
+    inbox.drop("a.pdf", &bytes);
+
+    let t0 = Instant::now();
+    let out = daemon.once().await;
+    let took = t0.elapsed();
+    assert_eq!(out.code(), Some(1), "exit code\n{out}");
+    assert!(took < Duration::from_secs(20), "once took {took:?}\n{out}");
+    inbox.assert_holds(&["a.pdf"]);
+    assert_eq!(
+        fs::read(inbox.file("a.pdf")).expect("read a.pdf"),
+        bytes,
+        "a.pdf was changed"
+    );
+    assert!(
+        inbox.failed_files().is_empty(),
+        "failed/: {:?}",
+        inbox.failed_files()
+    );
+    assert!(
+        inbox.done_files().is_empty(),
+        "done/: {:?}",
+        inbox.done_files()
+    );
+    assert_eq!(s3.total_puts(), 0);
+}
