@@ -47,7 +47,7 @@ pub fn digests(
     part_size: Option<u64>,
     keep: bool,
 ) -> Result<Digests, HashError> {
-    let keep = keep && expected.size <= SMALL;
+    let keep = keep && expected.size <= SMALL && part_size.is_none();
     let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
     let mut f = std::fs::File::open(path)?;
     if Signature::of(&f.metadata()?) != *expected {
@@ -57,7 +57,23 @@ pub fn digests(
     let mut part = Sha256::new();
     let mut parts = Vec::new();
     let mut in_part = 0u64;
-    let mut buf = vec![0u8; BUF];
+    if let Some(c) = content.as_mut() {
+        // Small file: one read straight into the buffer that will be sent.
+        (&mut f).take(SMALL + 1).read_to_end(c)?;
+        if c.len() as u64 != expected.size
+            || Signature::of(&std::fs::symlink_metadata(path)?) != *expected
+        {
+            return Err(HashError::Changed);
+        }
+        return Ok(Digests {
+            whole: Sha256::digest(c.as_slice()).into(),
+            parts: Vec::new(),
+            content,
+        });
+    }
+    // Sized to the file when it is smaller than the usual buffer: a large zeroed allocation
+    // per small file costs an mmap/munmap pair (and cross-thread TLB flushes) for nothing.
+    let mut buf = vec![0u8; (expected.size as usize).clamp(4096, BUF)];
     let mut total = 0u64;
     loop {
         let n = f.read(&mut buf)?;
@@ -67,12 +83,6 @@ pub fn digests(
         total += n as u64;
         let mut chunk = &buf[..n];
         hasher.update(chunk);
-        if let Some(c) = content.as_mut() {
-            if c.len() + n > SMALL as usize {
-                return Err(HashError::Changed); // grew past what settle saw
-            }
-            c.extend_from_slice(chunk);
-        }
         if let Some(ps) = part_size {
             while !chunk.is_empty() {
                 let take = ((ps - in_part) as usize).min(chunk.len());
