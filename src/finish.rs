@@ -348,10 +348,9 @@ fn write_reason(
 /// `name (1).ext`, `name (2).ext`, …. Works across file systems (copy, fsync, then remove).
 pub fn move_no_clobber(src: &Path, dir: &Path, rel: &Path) -> std::io::Result<PathBuf> {
     let target = dir.join(rel);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    for n in 0..100_000u32 {
+    let mut made_parent = false;
+    let mut n = 0u32;
+    while n < 100_000 {
         let cand = if n == 0 {
             target.clone()
         } else {
@@ -359,7 +358,16 @@ pub fn move_no_clobber(src: &Path, dir: &Path, rel: &Path) -> std::io::Result<Pa
         };
         match rename_noreplace(src, &cand) {
             Ok(()) => return Ok(cand),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // Usually the folder exists already; create it only when the rename says it
+            // does not (two system calls saved per file), then try the same name again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_parent => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                made_parent = true;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 return copy_across(src, &cand);
             }
