@@ -506,3 +506,77 @@ async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
     );
     assert_eq!(s3.total_puts(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_on_stdout_and_rolling_files_in_log_dir() {
+    let s3 = TestS3::start().await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new().set("log", "format", &toml_str("json")).set(
+            "log",
+            "dir",
+            &toml_str(&logs.path().display().to_string()),
+        ),
+    );
+    let inbox = daemon.inbox().clone();
+    let bytes = content(60, 10_000);
+    inbox.drop("scan.pdf", &bytes);
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "exit code\n{out}");
+    inbox.assert_done("scan.pdf", &bytes);
+    assert_object(&s3, &inbox.key("scan.pdf"), &bytes).await;
+
+    // Every stdout line is one JSON object; the batch summary carries its counts as fields.
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["message"] == "batch finished")
+        .unwrap_or_else(|| panic!("no batch summary on stdout\n{out}"));
+    assert_eq!(summary["files"], 1, "{summary}");
+    assert_eq!(summary["uploaded"], 1, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(summary["duration_ms"].is_u64(), "{summary}");
+    let uploaded = lines
+        .iter()
+        .find(|v| v["message"] == "uploaded")
+        .unwrap_or_else(|| panic!("no per-file line on stdout\n{out}"));
+    assert_eq!(
+        uploaded["key"],
+        inbox.key("scan.pdf").as_str(),
+        "{uploaded}"
+    );
+
+    // The same events went to the daily file in log.dir, as JSON.
+    let files: Vec<_> = fs::read_dir(logs.path())
+        .expect("read log dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "log files: {files:?}");
+    let name = files[0].file_name().and_then(OsStr::to_str).unwrap_or("");
+    assert!(
+        name.starts_with("inboxd.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = fs::read_to_string(&files[0]).expect("read log file");
+    let in_file: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        in_file
+            .iter()
+            .any(|v| v["fields"]["message"] == "batch finished" && v["fields"]["uploaded"] == 1),
+        "no batch summary in {}:\n{text}",
+        files[0].display()
+    );
+}
