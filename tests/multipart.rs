@@ -526,6 +526,53 @@ async fn completion_503_is_retried_without_sending_parts_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_part_on_completion_starts_a_fresh_upload_instead_of_failing() {
+    // The server no longer has the parts the ledger remembers (lost, expired): the file is
+    // fine, so it must not go to failed/. The old upload is aborted and a new one is made.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup());
+    let inbox = daemon.inbox().clone();
+    let rel = "lost parts.bin";
+    let key = inbox.key(rel);
+    let bytes = content(53, PART * 2 + 7);
+    let n = parts(bytes.len());
+    s3.push(
+        Op::CompleteMultipartUpload,
+        Fault::reject(S3ErrorCode::InvalidPart)
+            .for_key(&key)
+            .times(1),
+    );
+    daemon.start();
+    inbox.drop(rel, &bytes);
+    wait_until(TIMEOUT, "the file is in done/", || inbox.is_done(rel)).await;
+    daemon.stop().await;
+
+    assert!(
+        s3.plan.is_drained(),
+        "the injected InvalidPart was not consumed"
+    );
+    assert_eq!(
+        s3.requests_for(Op::CreateMultipartUpload, &key),
+        2,
+        "a fresh upload"
+    );
+    assert_eq!(
+        s3.requests_for(Op::AbortMultipartUpload, &key),
+        1,
+        "the old one aborted"
+    );
+    assert_eq!(
+        s3.requests_for(Op::UploadPart, &key),
+        2 * n,
+        "every part sent again"
+    );
+    assert_object(&s3, &key, &bytes).await;
+    inbox.assert_done(rel, &bytes);
+    assert_nothing_open(&s3);
+    assert_no_failures(&daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_multipart_exits_in_grace_and_the_restart_resumes() {
     let s3 = TestS3::start().await;
     let grace = Duration::from_secs(2);

@@ -246,6 +246,16 @@ pub(super) async fn send(
                     message: f.message,
                 }));
             }
+            if matches!(e.code(), Some("InvalidPart" | "InvalidPartOrder")) {
+                // The server does not have the parts the ledger remembers (it lost them, or
+                // they expired): this upload cannot be completed. Start a fresh one rather
+                // than fail a file that is perfectly fine.
+                abort_recorded(client, &sh.ledger, bucket, rec).await;
+                return Err(PutError::S3(S3Failure {
+                    disposition: Disposition::Retry,
+                    message: f.message,
+                }));
+            }
             if f.disposition == Disposition::AlreadyExists {
                 // Something else is at the key: this upload can never complete there.
                 abort_recorded(client, &sh.ledger, bucket, rec).await;
