@@ -845,3 +845,60 @@ async fn part_errors_beyond_max_attempts_defer_and_the_upload_resumes_later() {
     inbox.assert_empty();
     assert_no_failures(&daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_never_take_every_upload_slot() {
+    // Two large files whose parts the server holds for minutes: with concurrency 4, their
+    // parts may hold only three slots, so small files dropped afterwards still go out at once.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup().concurrency(4));
+    let inbox = daemon.inbox().clone();
+    let big = [
+        ("big one.bin", content(61, PART * 4)),
+        ("big two.bin", content(62, PART * 4)),
+    ];
+    for (rel, _) in &big {
+        stall_parts_after(&s3, &inbox.key(rel), 0);
+    }
+    let parts_in_flight = || -> usize {
+        big.iter()
+            .map(|(rel, _)| s3.requests_for(Op::UploadPart, &inbox.key(rel)))
+            .sum()
+    };
+    daemon.start();
+    for (rel, bytes) in &big {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "large files holding their part slots", || {
+        parts_in_flight() >= 3
+    })
+    .await;
+
+    let small: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("small {i}.pdf"), content(70 + i, 20_000)))
+        .collect();
+    for (rel, bytes) in &small {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "every small file in done/", || {
+        small.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    for (rel, bytes) in &small {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+    }
+    // The large files are still held at the server: the small ones did not wait for them.
+    for (rel, _) in &big {
+        assert!(
+            !inbox.is_done(rel),
+            "{rel} finished although its parts are held"
+        );
+    }
+    assert_eq!(
+        parts_in_flight(),
+        3,
+        "parts in flight: three quarters of concurrency 4"
+    );
+    daemon.kill().await;
+}

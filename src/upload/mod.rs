@@ -80,8 +80,15 @@ struct Shared {
     mode: Mode,
     /// The one limit over all uploads in flight.
     uploads: Semaphore,
+    /// Parts of multipart uploads take a permit here before one of `uploads`. It has fewer
+    /// permits than `uploads`, so however many large files are in flight, a quarter of the
+    /// upload slots stay free for whole files: a large file never holds back small ones.
+    parts: Semaphore,
     /// Hashing reads whole files; a few at a time keep the disk busy without thrashing it.
+    /// Large files hash in their own lane, so that hashing a few huge files (seconds to
+    /// minutes) never makes small files wait.
     hashing: Semaphore,
+    hashing_large: Semaphore,
     pauses: Vec<Pause>,
     /// Cancelled at shutdown: no new upload starts.
     intake: CancellationToken,
@@ -123,7 +130,9 @@ impl UploadStage {
         ));
         let shared = Arc::new(Shared {
             uploads: Semaphore::new(self.settings.concurrency),
+            parts: Semaphore::new(part_slots(self.settings.concurrency)),
             hashing: Semaphore::new(hashers),
+            hashing_large: Semaphore::new(hashers),
             client: self.client,
             inboxes: self.inboxes,
             settings: self.settings,
@@ -211,7 +220,12 @@ async fn process_inner(
 
     // Hash first: the content is the file's identity, and the checksum the server verifies.
     let mut digests = {
-        let Ok(_slot) = sh.hashing.acquire().await else {
+        let lane = if part_size.is_some() {
+            &sh.hashing_large
+        } else {
+            &sh.hashing
+        };
+        let Ok(_slot) = lane.acquire().await else {
             return (None, 0, FileResult::Interrupted);
         };
         let path = file.path.clone();
@@ -572,6 +586,12 @@ async fn single_put(sh: &Shared, put: Put<'_>) -> Result<Option<String>, PutErro
     }
 }
 
+/// Upload slots that parts of multipart uploads may hold at once: three quarters of the
+/// limit (at least one), so whole files always find a free slot.
+fn part_slots(concurrency: usize) -> usize {
+    (concurrency - concurrency / 4).max(1)
+}
+
 /// True when the file is no longer the one settle handed on (or is gone).
 fn changed_since(file: &ReadyFile) -> bool {
     match std::fs::symlink_metadata(&file.path) {
@@ -592,6 +612,16 @@ fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_leave_slots_for_whole_files() {
+        assert_eq!(part_slots(1), 1);
+        assert_eq!(part_slots(4), 3);
+        assert_eq!(part_slots(32), 24);
+        for c in 4..200 {
+            assert!(part_slots(c) < c && part_slots(c) >= c / 2);
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -284,8 +284,14 @@ async fn upload_part(
         if sh.intake.is_cancelled() {
             return Err(PutError::Interrupted);
         }
+        // The parts permit first, then the global one: parts never queue for more than their
+        // share of the upload slots (see `Shared::parts`).
         let permit = tokio::select! {
-            p = sh.uploads.acquire() => p.map_err(|_| PutError::Interrupted)?,
+            p = async {
+                let part = sh.parts.acquire().await?;
+                let slot = sh.uploads.acquire().await?;
+                Ok::<_, tokio::sync::AcquireError>((part, slot))
+            } => p.map_err(|_| PutError::Interrupted)?,
             _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
         };
         let body = ByteStream::read_from()
