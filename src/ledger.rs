@@ -16,9 +16,7 @@ const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error(
-        "cannot open the ledger in {dir}: {source} (is another inboxd running with this state_dir?)"
-    )]
+    #[error("cannot open the ledger in {dir}: {source}{}", open_hint(.source))]
     Open {
         dir: PathBuf,
         #[source]
@@ -222,6 +220,21 @@ impl Ledger {
             let (_, v) = r?;
             Ok(serde_json::from_slice(&v)?)
         })
+    }
+}
+
+/// What the admin can do about a ledger that does not open.
+fn open_hint(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Corruption { .. } => {
+            " (the ledger is damaged: stop inboxd, move the state_dir's `ledger` folder aside and \
+             start again; objects already in the bucket are recognised by their SHA-256 and never \
+             stored twice; files in done/ and failed/ stay where they are)"
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            " (the state_dir must be writable by the user inboxd runs as)"
+        }
+        _ => " (is another inboxd running with this state_dir?)",
     }
 }
 
