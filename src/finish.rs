@@ -473,4 +473,31 @@ mod tests {
             PathBuf::from("x/README (3)")
         );
     }
+
+    #[test]
+    fn moves_across_file_systems_without_clobbering() {
+        // /tmp and /dev/shm are different file systems on the machines this project runs
+        // on; rename(2) between them fails with EXDEV and the copy path must take over.
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "this test needs /dev/shm (tmpfs)");
+        let src_dir = tempfile::tempdir().unwrap();
+        let dst_dir = tempfile::tempdir_in(shm).unwrap();
+        std::fs::write(dst_dir.path().join("a.pdf"), b"earlier").unwrap();
+        let src = src_dir.path().join("a.pdf");
+        std::fs::write(&src, b"new content").unwrap();
+        let dest = move_no_clobber(&src, dst_dir.path(), Path::new("a.pdf")).unwrap();
+        assert_eq!(dest, dst_dir.path().join("a (1).pdf"));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new content");
+        assert_eq!(
+            std::fs::read(dst_dir.path().join("a.pdf")).unwrap(),
+            b"earlier"
+        );
+        assert!(!src.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dst_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".inboxd-move"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }
