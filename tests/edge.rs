@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::assert_object;
 use support::s3::TestS3;
 use support::{
     BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, fingerprint,
@@ -21,16 +22,6 @@ fn reason_path(path: &Path) -> std::path::PathBuf {
     let mut name: OsString = path.as_os_str().to_owned();
     name.push(".reason.txt");
     name.into()
-}
-
-async fn assert_object(s3: &TestS3, key: &str, bytes: &[u8]) {
-    let Some(object) = s3.get(BUCKET, key).await else {
-        panic!(
-            "object {key} missing; the bucket holds {:?}",
-            s3.list(BUCKET).await
-        );
-    };
-    assert_bytes_eq(format!("object {key}"), &object, bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,11 +232,7 @@ async fn on_conflict_overwrite_replaces_the_object() {
     inbox.assert_done("b.pdf", &old);
     inbox.assert_done("b (1).pdf", &new);
     inbox.assert_empty();
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,11 +305,7 @@ async fn transient_errors_beyond_max_attempts_defer_the_file_until_they_pass() {
     inbox.assert_done("fine.pdf", &fine);
     assert_eq!(s3.puts(&key), 1);
     inbox.assert_empty();
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,11 +477,7 @@ async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
         bytes,
         "a.pdf was changed"
     );
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
     assert!(
         inbox.done_files().is_empty(),
         "done/: {:?}",

@@ -33,11 +33,7 @@ async fn transient_slowdown_is_retried_until_the_upload_succeeds() {
     assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("scan.pdf", &bytes);
     assert_eq!(s3.puts(&key), 1, "successful PUTs");
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
     inbox.assert_empty();
 }
 
@@ -120,11 +116,7 @@ async fn access_denied_pauses_the_inbox_and_keeps_the_file_until_fixed() {
         &std::fs::read(inbox.file("contract.pdf")).expect("file in inbox"),
         &bytes,
     );
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
     assert!(
         inbox.done_files().is_empty(),
         "done/: {:?}",
@@ -142,11 +134,7 @@ async fn access_denied_pauses_the_inbox_and_keeps_the_file_until_fixed() {
     assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("contract.pdf", &bytes);
     assert_eq!(s3.puts(&key), 1);
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,9 +164,5 @@ async fn ambiguous_success_is_recognised_as_our_own_upload() {
     assert_eq!(s3.puts(&key), 1, "successful backend PUTs");
     // No renamed copy: the daemon knew the object at the key was its own.
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }

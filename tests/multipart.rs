@@ -10,6 +10,7 @@ use std::fs;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use support::assert_object;
 use support::s3::TestS3;
 use support::{
     BUCKET, Daemon, Fault, MIB, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
@@ -39,23 +40,6 @@ fn stall_parts_after(s3: &TestS3, key: &str, n: usize) {
         Fault::delay(Duration::ZERO).for_key(key).times(n),
     );
     s3.push(Op::UploadPart, Fault::delay(STALL).for_key(key).always());
-}
-
-/// The object holds exactly `bytes` and carries their SHA-256 as metadata.
-async fn assert_object(s3: &TestS3, key: &str, bytes: &[u8]) {
-    let Some(object) = s3.get(BUCKET, key).await else {
-        panic!(
-            "object {key} missing; the bucket holds {:?}",
-            s3.list(BUCKET).await
-        );
-    };
-    assert_bytes_eq(format!("object {key}"), &object, bytes);
-    let meta = s3.head_meta(BUCKET, key).await.expect("object metadata");
-    assert_eq!(
-        meta.get("sha256").map(String::as_str),
-        Some(sha256_hex(bytes).as_str()),
-        "x-amz-meta-sha256 of {key}"
-    );
 }
 
 /// No multipart upload is open at the server and no stored part is left over.
@@ -98,16 +82,6 @@ async fn assert_ledger_finished_only(daemon: &Daemon, rel: &str, bytes: &[u8]) {
             "a ledger record says an earlier version of {rel} was uploaded: {r}"
         );
     }
-}
-
-#[track_caller]
-fn assert_no_failures(daemon: &Daemon) {
-    let inbox = daemon.inbox();
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +137,7 @@ async fn multipart_round_trip_is_byte_exact() {
     assert_eq!(s3.list(BUCKET).await, keys, "objects in the bucket");
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 /// Starts the daemon on `bytes` at `rel` with every part after the first stalled at the
@@ -255,7 +229,7 @@ async fn kill_during_multipart_then_restart_resumes_from_the_stored_parts() {
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
 }
 
@@ -295,7 +269,7 @@ async fn kill_during_multipart_then_file_changed_aborts_the_old_upload() {
     assert_eq!(s3.puts(&key), 1, "objects written at {key}");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &new).await;
 }
 
@@ -407,7 +381,7 @@ async fn file_changed_during_multipart_upload(change: Change) {
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &new).await;
     let records = daemon.ledger_for(rel).await;
     let old_sha = sha256_hex(&old);
@@ -484,7 +458,7 @@ async fn part_upload_500_and_503_are_retried() {
     assert_eq!(s3.puts(&key), 1);
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
 }
 
@@ -522,7 +496,7 @@ async fn completion_503_is_retried_without_sending_parts_again() {
     inbox.assert_done(rel, &bytes);
     assert_eq!(s3.puts(&key), 1);
     assert_nothing_open(&s3);
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,7 +543,7 @@ async fn invalid_part_on_completion_starts_a_fresh_upload_instead_of_failing() {
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
     assert_nothing_open(&s3);
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,7 +605,7 @@ async fn sigterm_during_multipart_exits_in_grace_and_the_restart_resumes() {
     assert_eq!(s3.puts(&key), 1);
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
 }
 
@@ -668,7 +642,7 @@ async fn sigterm_lets_a_multipart_upload_in_flight_finish() {
     assert_eq!(s3.puts(&key), 1);
     assert_eq!(s3.requests_for(Op::UploadPart, &key), n);
     assert_nothing_open(&s3);
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,7 +674,7 @@ async fn different_large_file_at_an_existing_key_is_renamed_and_leaves_nothing_o
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
     assert_eq!(s3.puts(&key), 1, "objects written at {key}");
     assert_nothing_open(&s3);
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,7 +702,7 @@ async fn overwrite_replaces_a_large_object() {
     assert_eq!(s3.list(BUCKET).await, vec![key.clone()], "objects");
     assert_eq!(s3.puts(&key), 2, "objects written at {key}");
     assert_nothing_open(&s3);
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -808,11 +782,7 @@ async fn part_errors_beyond_max_attempts_defer_and_the_upload_resumes_later() {
     })
     .await;
     inbox.assert_holds(&[rel]);
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
     assert_eq!(
         s3.open_uploads().len(),
         1,
@@ -843,7 +813,7 @@ async fn part_errors_beyond_max_attempts_defer_and_the_upload_resumes_later() {
     assert_eq!(s3.puts(&key), 1);
     assert_nothing_open(&s3);
     inbox.assert_empty();
-    assert_no_failures(&daemon);
+    daemon.inbox().assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

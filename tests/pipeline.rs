@@ -96,11 +96,7 @@ async fn files_present_at_start_land_byte_identical_and_ignored_files_stay() {
     let mut want_done: Vec<String> = rels.iter().map(|r| (*r).to_owned()).collect();
     want_done.sort();
     assert_eq!(done, want_done, "files in done/");
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 
     // One summary line per batch, with the documented fields.
     let summaries = daemon.batch_summaries();
@@ -225,9 +221,5 @@ async fn slowly_written_file_is_uploaded_once_and_whole() {
     inbox.assert_done("scans/slow.pdf", &bytes);
     assert_eq!(s3.puts(&key), 1, "successful PUTs of the slow file");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }

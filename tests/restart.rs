@@ -59,11 +59,7 @@ async fn crash_and_recover(failpoint: &str) -> (TestS3, Daemon, usize) {
     );
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object after restart", &object, &bytes);
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 
     let records = daemon.ledger_for("a.pdf").await;
     assert_eq!(records.len(), 1, "ledger records for a.pdf: {records:?}");
@@ -116,11 +112,7 @@ async fn identical_redrop_is_moved_to_done_without_a_second_upload() {
     inbox.assert_empty();
     assert_eq!(s3.puts(&key), 1, "successful PUTs");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
     assert!(
         daemon.batch_total("duplicates") >= 1,
         "no batch summary counted the duplicate:\n{}",
@@ -183,11 +175,7 @@ async fn different_content_at_an_existing_key_is_uploaded_under_a_new_name() {
     want.sort();
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
     inbox.assert_empty();
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,9 +207,5 @@ async fn sigterm_lets_the_inflight_upload_finish() {
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object", &object, &bytes);
     assert_eq!(s3.puts(&key), 1);
-    assert!(
-        inbox.failed_files().is_empty(),
-        "failed/: {:?}",
-        inbox.failed_files()
-    );
+    inbox.assert_no_failures();
 }

@@ -460,6 +460,13 @@ impl Inbox {
             .unwrap_or_else(|e| panic!("reason file {}: {e}", reason.display()))
     }
 
+    /// Nothing went to failed/.
+    #[track_caller]
+    pub fn assert_no_failures(&self) {
+        let failed = self.failed_files();
+        assert!(failed.is_empty(), "failed/ of {}: {failed:?}", self.name);
+    }
+
     /// No file is left in the inbox (empty sub-folders may stay).
     #[track_caller]
     pub fn assert_empty(&self) {
@@ -875,4 +882,21 @@ impl Drop for Daemon {
             self.dump_logs();
         }
     }
+}
+
+/// The object at `key` holds exactly `bytes` and carries their SHA-256 as metadata.
+pub async fn assert_object(s3: &s3::TestS3, key: &str, bytes: &[u8]) {
+    let Some(object) = s3.get(BUCKET, key).await else {
+        panic!(
+            "object {key} missing; the bucket holds {:?}",
+            s3.list(BUCKET).await
+        );
+    };
+    assert_bytes_eq(format!("object {key}"), &object, bytes);
+    let meta = s3.head_meta(BUCKET, key).await.expect("object metadata");
+    assert_eq!(
+        meta.get("sha256").map(String::as_str),
+        Some(sha256_hex(bytes).as_str()),
+        "x-amz-meta-sha256 of {key}"
+    );
 }
