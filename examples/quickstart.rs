@@ -89,6 +89,7 @@ settle = "1s"
     let _ = inboxd::shutdown::arm_double_signal_exit();
     let intake = tokio_util::sync::CancellationToken::new();
     let rescan = Arc::new(tokio::sync::Notify::new());
+    // SIGHUP rescans the demo inbox (the demo does not reload its generated config).
     let _signals = inboxd::shutdown::listen(intake.clone(), rescan.clone());
 
     let hello = demo.join("inbox/hello.txt");

@@ -166,7 +166,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The file the settings came from (for messages).
     pub file: PathBuf,
@@ -180,7 +180,7 @@ pub struct Settings {
     pub inboxes: Vec<InboxSettings>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
     pub endpoint: Option<String>,
     pub region: String,
@@ -188,7 +188,7 @@ pub struct S3Settings {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UploadSettings {
     pub concurrency: usize,
     pub max_attempts: u32,
@@ -200,20 +200,20 @@ pub struct UploadSettings {
     pub part_size: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchSettings {
     pub max_files: usize,
     pub max_bytes: u64,
     pub window: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WatchSettings {
     pub rescan: Duration,
     pub poll_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub dir: Option<PathBuf>,
@@ -221,7 +221,7 @@ pub struct LogSettings {
     pub level: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InboxSettings {
     pub name: String,
     pub path: PathBuf,

@@ -114,34 +114,107 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
         return ExitCode::FAILURE;
     }
     runtime_then(|| async move {
-        let intake = tokio_util::sync::CancellationToken::new();
-        let rescan = Arc::new(tokio::sync::Notify::new());
-        let signals = match inboxd::shutdown::listen(intake.clone(), rescan.clone()) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let hup = Arc::new(tokio::sync::Notify::new());
+        let signals = match inboxd::shutdown::listen(stop.clone(), hup.clone()) {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("inboxd: cannot listen for signals: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let result = inboxd::pipeline::run(settings, mode, intake, rescan).await;
+        let code = run_until_stopped(settings, mode, stop, hup).await;
         signals.abort();
-        match result {
-            Ok(stats) => {
-                if mode == Mode::Once
-                    && (Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0)
-                {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
+        code
+    })
+}
+
+/// Runs the pipeline; on SIGHUP re-reads the configuration and, if it changed and is valid,
+/// drains the pipeline (as on SIGTERM, within the grace period) and starts it again with the
+/// new settings. An unchanged or invalid configuration only triggers a rescan.
+async fn run_until_stopped(
+    mut settings: Settings,
+    mode: Mode,
+    stop: tokio_util::sync::CancellationToken,
+    hup: Arc<tokio::sync::Notify>,
+) -> ExitCode {
+    loop {
+        // Cancelled by SIGTERM (through `stop`) or by a reload.
+        let intake = stop.child_token();
+        let rescan = Arc::new(tokio::sync::Notify::new());
+        let reloaded: Arc<std::sync::Mutex<Option<Settings>>> = Arc::default();
+        let reloader = (mode == Mode::Daemon).then(|| {
+            tokio::spawn(watch_for_reload(
+                settings.clone(),
+                hup.clone(),
+                rescan.clone(),
+                intake.clone(),
+                reloaded.clone(),
+            ))
+        });
+        let result = inboxd::pipeline::run(settings.clone(), mode, intake, rescan).await;
+        if let Some(r) = reloader {
+            r.abort();
+        }
+        let stats = match result {
+            Ok(stats) => stats,
             Err(e) => {
                 tracing::error!(error = %e, "inboxd stopped on a fatal error");
                 eprintln!("inboxd: {e}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
+            }
+        };
+        let next = reloaded.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match next {
+            Some(new) if !stop.is_cancelled() => {
+                settings = new;
+                continue;
+            }
+            _ => {}
+        }
+        let incomplete = Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0;
+        return if mode == Mode::Once && incomplete {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+}
+
+/// Waits for SIGHUP. Unchanged or invalid configuration: rescan and keep running. Changed:
+/// hand the new settings over and cancel intake, so the pipeline drains and restarts.
+async fn watch_for_reload(
+    current: Settings,
+    hup: Arc<tokio::sync::Notify>,
+    rescan: Arc<tokio::sync::Notify>,
+    intake: tokio_util::sync::CancellationToken,
+    reloaded: Arc<std::sync::Mutex<Option<Settings>>>,
+) {
+    loop {
+        hup.notified().await;
+        let new = Settings::load(&current.file).and_then(|s| s.check_paths().map(|()| s));
+        match new {
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the configuration is not valid; keeping the running one and rescanning every inbox");
+                rescan.notify_one();
+            }
+            Ok(new) if new == current => {
+                tracing::info!("SIGHUP: configuration unchanged; rescanning every inbox");
+                rescan.notify_one();
+            }
+            Ok(new) => {
+                if new.log != current.log {
+                    tracing::warn!("SIGHUP: [log] settings take effect at the next restart");
+                }
+                tracing::info!(file = %current.file.display(),
+                    "SIGHUP: configuration changed; finishing running uploads, then restarting the pipeline with it");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                *reloaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+                intake.cancel();
+                return;
             }
         }
-    })
+    }
 }
 
 async fn check(settings: Settings) -> ExitCode {

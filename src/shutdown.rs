@@ -1,4 +1,5 @@
-//! Signals: SIGTERM/SIGINT drain and stop, SIGHUP rescans every inbox, via signal-hook.
+//! Signals: SIGTERM/SIGINT drain and stop, SIGHUP asks for a configuration reload (which
+//! rescans every inbox), via signal-hook.
 //!
 //! The first SIGTERM or SIGINT cancels intake: no new upload starts, uploads in flight get the
 //! grace period, the ledger is flushed, the process exits 0. A second one exits at once
@@ -25,26 +26,24 @@ pub fn arm_double_signal_exit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Listens for signals until the process ends. Must be called inside the tokio runtime.
+/// Listens for signals until the process ends: SIGTERM/SIGINT cancel `stop`, SIGHUP
+/// notifies `hup`. Must be called inside the tokio runtime.
 pub fn listen(
-    intake: CancellationToken,
-    rescan_now: Arc<Notify>,
+    stop: CancellationToken,
+    hup: Arc<Notify>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     Ok(tokio::spawn(async move {
         while let Some(sig) = signals.next().await {
             match sig {
-                SIGHUP => {
-                    tracing::info!("SIGHUP: rescanning every inbox");
-                    rescan_now.notify_one();
-                }
+                SIGHUP => hup.notify_one(),
                 _ => {
                     tracing::info!(
                         signal = sig,
                         "shutting down: no new uploads; in-flight uploads may finish"
                     );
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                    intake.cancel();
+                    stop.cancel();
                 }
             }
         }

@@ -439,6 +439,74 @@ async fn sighup_with_kernel_events_rescans_and_keeps_running() {
     assert_object(&s3, &inbox.key("after-hup.pdf"), &bytes).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_changed_config_and_keeps_the_old_one_when_the_new_is_bad() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+    let (first, second) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    // Start with the first inbox only.
+    let full = daemon.config_text();
+    let second_block = full
+        .match_indices("[[inbox]]")
+        .nth(1)
+        .expect("two inbox blocks")
+        .0;
+    daemon.write_config(&full[..second_block]);
+    daemon.start();
+    let early = content(81, 12_000);
+    second.drop("early.pdf", &early);
+    let one = content(82, 12_000);
+    first.drop("one.pdf", &one);
+    wait_until(TIMEOUT, "one.pdf is in done/", || first.is_done("one.pdf")).await;
+    assert!(
+        second.in_inbox("early.pdf"),
+        "an inbox not yet configured was processed"
+    );
+
+    // A broken file: the running configuration stays, and so does the daemon.
+    daemon.write_config("this is = = not toml");
+    daemon.sighup();
+    wait_until(
+        TIMEOUT,
+        "the log says the new configuration is not valid",
+        || strip_ansi(&daemon.stdout()).contains("keeping the running one"),
+    )
+    .await;
+    assert!(daemon.is_running(), "inboxd exited on a bad configuration");
+    let two = content(83, 12_000);
+    first.drop("two.pdf", &two);
+    wait_until(TIMEOUT, "two.pdf is in done/", || first.is_done("two.pdf")).await;
+
+    // The full configuration: the second inbox is taken up, the first keeps working.
+    daemon.write_config(&full);
+    daemon.sighup();
+    wait_until(
+        TIMEOUT,
+        "early.pdf from the added inbox is in done/",
+        || second.is_done("early.pdf"),
+    )
+    .await;
+    let three = content(84, 12_000);
+    first.drop("three.pdf", &three);
+    wait_until(TIMEOUT, "three.pdf is in done/", || {
+        first.is_done("three.pdf")
+    })
+    .await;
+    assert!(daemon.is_running(), "inboxd exited after a reload");
+    daemon.stop().await;
+
+    for (inbox, rel, bytes) in [
+        (&first, "one.pdf", &one),
+        (&first, "two.pdf", &two),
+        (&first, "three.pdf", &three),
+        (&second, "early.pdf", &early),
+    ] {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+        inbox.assert_no_failures();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // once
 // ---------------------------------------------------------------------------------------------
