@@ -19,6 +19,7 @@ use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
 use crate::upload::{FileResult, Outcome, Report};
+use crate::watch::Mode;
 
 /// Counters over the whole run (for `inboxd once`'s exit code and the final log line).
 #[derive(Debug, Default)]
@@ -70,6 +71,7 @@ pub struct FinishStage {
     pub stats: Arc<Stats>,
     /// How long a deferred file waits before it is tried again.
     pub retry_later: Duration,
+    pub mode: Mode,
 }
 
 #[derive(Default)]
@@ -192,8 +194,13 @@ impl FinishStage {
             }
             FileResult::Deferred { reason } => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
-                    retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
+                if self.mode == Mode::Once {
+                    tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                        "not uploaded now; left in the inbox for the next run");
+                } else {
+                    tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                        retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
+                }
                 self.claims.defer(path, Instant::now() + self.retry_later);
             }
             FileResult::Changed => {

@@ -118,6 +118,7 @@ pub async fn run(
         claims: claims.clone(),
         stats: stats.clone(),
         retry_later: settings.upload.retry_later,
+        mode,
     };
 
     let tasks = vec![
