@@ -457,67 +457,21 @@ async fn upload_loop(
                         },
                     );
                 }
-                match s3::head(&sh.client, &inbox.bucket, &key).await {
-                    Ok(Some(h))
-                        if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) =>
-                    {
-                        // Exactly our content is already there: an earlier attempt (before a
-                        // crash, or whose answer was lost) stored it. Nothing to send again.
-                        pause.resume();
-                        if changed_since(file) {
-                            return (attempts, FileResult::Changed);
+                let mut target = Target {
+                    key: &mut key,
+                    replace_etag: &mut replace_etag,
+                    unconditional: &mut unconditional,
+                };
+                match on_existing_object(sh, file, inbox, default_key, rel, hex, &mut target).await
+                {
+                    Existing::Done(result) => {
+                        if matches!(result, FileResult::Uploaded { .. }) {
+                            pause.resume();
                         }
-                        return (
-                            attempts,
-                            FileResult::Uploaded {
-                                key,
-                                etag: h.etag,
-                                existed: true,
-                            },
-                        );
+                        return (attempts, result);
                     }
-                    Ok(Some(h)) => {
-                        let ours = sh.ledger.get_abandoned(&inbox.bucket, &key).ok().flatten();
-                        let abandoned_by_us = ours.is_some_and(|o| {
-                            o.inbox == inbox.name
-                                && o.rel_path == rel
-                                && h.sha256.as_deref() == Some(o.sha256.as_str())
-                        });
-                        if abandoned_by_us && h.etag.is_some() {
-                            // An earlier version of this same file that we stored but never
-                            // finished (it changed during upload): replace exactly that object.
-                            tracing::info!(key = %key, "replacing an unfinished earlier version of this file");
-                            replace_etag = h.etag;
-                            continue;
-                        }
-                        replace_etag = None;
-                        match sh.settings.on_conflict {
-                            OnConflict::Rename if key == default_key => {
-                                key = keys::conflict_key(default_key, hex);
-                                continue;
-                            }
-                            OnConflict::Overwrite => {
-                                tracing::warn!(key = %key, "replacing a different existing object (on_conflict = \"overwrite\")");
-                                unconditional = true;
-                                continue;
-                            }
-                            _ => {
-                                return (
-                                    attempts,
-                                    FileResult::Failed {
-                                        reason: format!(
-                                            "a different object already exists at s3://{}/{key} (sha256 {}); on_conflict = \"{}\" keeps it",
-                                            inbox.bucket,
-                                            h.sha256.as_deref().unwrap_or("unknown"),
-                                            sh.settings.on_conflict
-                                        ),
-                                    },
-                                );
-                            }
-                        }
-                    }
-                    Ok(None) => continue, // it went away meanwhile: just try again
-                    Err(hf) => hf.disposition,
+                    Existing::TryAgain => continue,
+                    Existing::HeadFailed(d) => d,
                 }
             }
             Disposition::BadDigest => {
@@ -569,6 +523,86 @@ async fn upload_loop(
                 );
             }
         }
+    }
+}
+
+/// Where the next attempt writes, and under which condition.
+struct Target<'a> {
+    key: &'a mut String,
+    /// Replace exactly this object (our own abandoned earlier version).
+    replace_etag: &'a mut Option<String>,
+    /// Replace whatever is there (on_conflict = "overwrite").
+    unconditional: &'a mut bool,
+}
+
+/// What to do after a create-only write found the key taken.
+enum Existing {
+    /// Settled: the object is ours, or the conflict policy decided.
+    Done(FileResult),
+    /// Write again, to the (possibly new) target.
+    TryAgain,
+    /// HEAD itself failed: treat like any failed request.
+    HeadFailed(Disposition),
+}
+
+/// The key already holds an object: find out whose, and apply `on_conflict`.
+async fn on_existing_object(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    default_key: &str,
+    rel: &str,
+    hex: &str,
+    target: &mut Target<'_>,
+) -> Existing {
+    let key = target.key.clone();
+    let h = match s3::head(&sh.client, &inbox.bucket, &key).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Existing::TryAgain, // it went away meanwhile: just try again
+        Err(hf) => return Existing::HeadFailed(hf.disposition),
+    };
+    if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
+        // Exactly our content is already there: an earlier attempt (before a crash, or whose
+        // answer was lost) stored it. Nothing to send again.
+        if changed_since(file) {
+            return Existing::Done(FileResult::Changed);
+        }
+        return Existing::Done(FileResult::Uploaded {
+            key,
+            etag: h.etag,
+            existed: true,
+        });
+    }
+    let ours = sh.ledger.get_abandoned(&inbox.bucket, &key).ok().flatten();
+    let abandoned_by_us = ours.is_some_and(|o| {
+        o.inbox == inbox.name && o.rel_path == rel && h.sha256.as_deref() == Some(o.sha256.as_str())
+    });
+    if abandoned_by_us && h.etag.is_some() {
+        // An earlier version of this same file that we stored but never finished (it changed
+        // during upload): replace exactly that object, and nothing else.
+        tracing::info!(key = %key, "replacing an unfinished earlier version of this file");
+        *target.replace_etag = h.etag;
+        return Existing::TryAgain;
+    }
+    *target.replace_etag = None;
+    match sh.settings.on_conflict {
+        OnConflict::Rename if key == default_key => {
+            *target.key = keys::conflict_key(default_key, hex);
+            Existing::TryAgain
+        }
+        OnConflict::Overwrite => {
+            tracing::warn!(key = %key, "replacing a different existing object (on_conflict = \"overwrite\")");
+            *target.unconditional = true;
+            Existing::TryAgain
+        }
+        _ => Existing::Done(FileResult::Failed {
+            reason: format!(
+                "a different object already exists at s3://{}/{key} (sha256 {}); on_conflict = \"{}\" keeps it",
+                inbox.bucket,
+                h.sha256.as_deref().unwrap_or("unknown"),
+                sh.settings.on_conflict
+            ),
+        }),
     }
 }
 
