@@ -260,6 +260,13 @@ impl SettleStage {
             pending.remove(path);
             return true;
         }
+        if open_for_writing(path) == Some(true) {
+            // Quiet for the whole window, but a writer (a Samba client, a scanner's driver)
+            // still holds it open for writing: it may only be pausing. Wait another window.
+            tracing::debug!(path = %path.display(), "stable but still open for writing; waiting");
+            rearm(p, now + settle);
+            return true;
+        }
         match self.claims.try_claim(path, now) {
             Ok(()) => {}
             Err(Busy::InFlight) => {
@@ -292,6 +299,29 @@ impl SettleStage {
     }
 }
 
+/// Whether some process has the file open for writing, when the kernel will tell us: a read
+/// lease (fcntl F_SETLEASE) is refused with EAGAIN exactly then. `None` when we cannot know —
+/// leases need the file's owner or CAP_LEASE (the systemd unit grants it), and some file
+/// systems have none — and then the settle window alone decides.
+fn open_for_writing(path: &Path) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).ok()?;
+    let fd = f.as_raw_fd();
+    // SAFETY: `fd` is a valid descriptor owned by `f`, which outlives both calls; F_SETLEASE
+    // takes an integer argument and touches no memory of ours.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+    if rc == 0 {
+        // Give the lease back at once so no writer ever waits on it.
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
+}
+
 async fn sleep_until(t: Option<Instant>) {
     if let Some(t) = t {
         tokio::time::sleep_until(t.into()).await;
@@ -310,6 +340,18 @@ pub fn shortest_settle(inboxes: &[InboxSettings]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_open_for_writing_is_seen_as_such() {
+        // Needs the file's owner or CAP_LEASE: the test creates the file, so it owns it.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let mut w = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut w, b"half").unwrap();
+        assert_eq!(open_for_writing(&p), Some(true));
+        drop(w);
+        assert_eq!(open_for_writing(&p), Some(false));
+    }
 
     #[test]
     fn default_ignores() {

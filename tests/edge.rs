@@ -6,6 +6,7 @@ mod support;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -552,6 +553,46 @@ async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
         inbox.done_files()
     );
     assert_eq!(s3.total_puts(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers that pause
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_pausing_longer_than_settle_keeps_its_file_until_it_closes() {
+    // The daemon runs as root here, so it may take the read lease that tells whether a file
+    // is still open for writing (the systemd unit grants CAP_LEASE for the same reason).
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().settle("300ms"));
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    let bytes = content(91, 64_000);
+    let mut writer = fs::File::create(inbox.file("paused.pdf")).expect("create");
+    writer.write_all(&bytes[..20_000]).expect("write");
+    writer.flush().expect("flush");
+    // The pause is the point of the test: five settle windows with the file unchanged but
+    // still open for writing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        inbox.in_inbox("paused.pdf") && !inbox.in_done("paused.pdf"),
+        "a file still open for writing was taken"
+    );
+    assert_eq!(
+        s3.puts(&inbox.key("paused.pdf")),
+        0,
+        "PUTs of the half file"
+    );
+    writer.write_all(&bytes[20_000..]).expect("write");
+    drop(writer);
+    wait_until(TIMEOUT, "paused.pdf is in done/", || {
+        inbox.is_done("paused.pdf")
+    })
+    .await;
+    daemon.stop().await;
+    inbox.assert_done("paused.pdf", &bytes);
+    assert_object(&s3, &inbox.key("paused.pdf"), &bytes).await;
+    assert_eq!(s3.puts(&inbox.key("paused.pdf")), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
