@@ -55,6 +55,8 @@ struct RawConfig {
     #[serde(default)]
     shutdown: RawShutdown,
     #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
     log: RawLog,
     #[serde(default)]
     inbox: Vec<RawInbox>,
@@ -102,6 +104,13 @@ struct RawWatch {
     rescan: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    #[serde(default, with = "humantime_serde")]
+    keep: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +185,8 @@ pub struct Settings {
     pub batch: BatchSettings,
     pub watch: WatchSettings,
     pub shutdown_grace: Duration,
+    /// Finished and failed ledger records older than this are removed; zero keeps them all.
+    pub ledger_keep: Duration,
     pub log: LogSettings,
     pub inboxes: Vec<InboxSettings>,
 }
@@ -499,6 +510,10 @@ impl Settings {
             batch,
             watch,
             shutdown_grace: raw.shutdown.grace.unwrap_or(Duration::from_secs(25)),
+            ledger_keep: raw
+                .ledger
+                .keep
+                .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
             log,
             inboxes,
         })

@@ -214,6 +214,40 @@ impl Ledger {
         Ok(())
     }
 
+    /// Removes finished and failed records last updated before `cutoff` (records of files
+    /// still in progress are kept whatever their age). Returns how many were removed.
+    ///
+    /// Safe for what the ledger promises: a file dropped again after its record is gone is
+    /// recognised at the bucket (create-only write, then the object's sha256), never stored
+    /// twice; only the `drops` count starts again. Blocking: run it on a blocking thread.
+    pub fn prune(&self, cutoff: SystemTime) -> Result<usize, LedgerError> {
+        let mut removed = 0;
+        for item in self.files.iter() {
+            let (key, value) = item?;
+            let Ok(rec) = serde_json::from_slice::<Record>(&value) else {
+                continue; // unreadable: leave it for a person to look at
+            };
+            if !matches!(rec.state, State::Finished | State::Failed) {
+                continue;
+            }
+            let Ok(updated) = humantime::parse_rfc3339(&rec.updated_at) else {
+                continue;
+            };
+            if updated >= cutoff {
+                continue;
+            }
+            // Only if unchanged since we read it: a record updated meanwhile stays.
+            if self
+                .files
+                .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every file record, in key order (for `inboxd ledger` and the startup clean-up).
     pub fn records(&self) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
         self.files.iter().map(|r| {
@@ -270,6 +304,30 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some("in/a/b.pdf"));
         assert!(l.get("scans", "a/b.pdf", Some("cd")).unwrap().is_none());
         assert_eq!(l.records().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn prune_removes_only_old_settled_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        for (name, state) in [
+            ("done.pdf", State::Finished),
+            ("bad.pdf", State::Failed),
+            ("busy.pdf", State::Uploading),
+            ("moving.pdf", State::Uploaded),
+        ] {
+            let mut r = Record::new("in", name, Some("ab"), 1, "b");
+            r.state = state;
+            l.put(&mut r).unwrap();
+        }
+        // Nothing is older than an hour ago.
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(l.prune(hour_ago).unwrap(), 0);
+        // Everything is older than an hour from now: only settled records go.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(l.prune(later).unwrap(), 2);
+        let left: Vec<String> = l.records().map(|r| r.unwrap().rel_path).collect();
+        assert_eq!(left, vec!["busy.pdf", "moving.pdf"]);
     }
 
     #[test]

@@ -129,6 +129,13 @@ pub async fn run(
     ];
     let finish = tokio::spawn(finish.run(out_rx));
 
+    let pruner = (settings.ledger_keep > Duration::ZERO).then(|| {
+        tokio::spawn(prune_ledger(
+            ledger.clone(),
+            settings.ledger_keep,
+            intake.clone(),
+        ))
+    });
     let grace = settings.shutdown_grace;
     let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
 
@@ -154,6 +161,11 @@ pub async fn run(
         }
     }
     grace_timer.abort();
+    if let Some(p) = pruner {
+        // Awaited, not aborted: a prune in progress runs on a blocking thread that holds the
+        // ledger, and a reload must be able to open it again right after.
+        let _ = p.await;
+    }
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
@@ -169,6 +181,32 @@ pub async fn run(
         "inboxd stopped"
     );
     Ok(stats)
+}
+
+/// How often old ledger records are pruned (first shortly after start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Keeps the ledger from growing forever: every hour, removes finished and failed records
+/// older than `ledger.keep`.
+async fn prune_ledger(ledger: Ledger, keep: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(keep) else {
+            continue;
+        };
+        let l = ledger.clone();
+        match tokio::task::spawn_blocking(move || l.prune(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, keep = ?keep, "pruned old ledger records"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the ledger"),
+            Err(e) => tracing::warn!(error = %e, "ledger pruning stopped unexpectedly"),
+        }
+    }
 }
 
 /// After a shutdown request, gives running uploads `grace`, then abandons them (they are
