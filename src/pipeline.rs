@@ -68,7 +68,7 @@ pub async fn run(
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
     // Interrupted multipart uploads whose file is gone or changed can never be resumed.
-    crate::upload::multipart::cleanup(&client, &ledger, &inboxes).await?;
+    crate::upload::multipart::cleanup(&client, &ledger, &inboxes, None).await?;
     let ignores = inboxes
         .iter()
         .map(|i| {
@@ -102,7 +102,7 @@ pub async fn run(
         mode,
     };
     let upload = UploadStage {
-        client,
+        client: client.clone(),
         inboxes: inboxes.clone(),
         settings: settings.upload.clone(),
         max_batch_files: settings.batch.max_files,
@@ -129,13 +129,13 @@ pub async fn run(
     ];
     let finish = tokio::spawn(finish.run(out_rx));
 
-    let pruner = (settings.ledger_keep > Duration::ZERO).then(|| {
-        tokio::spawn(prune_ledger(
-            ledger.clone(),
-            settings.ledger_keep,
-            intake.clone(),
-        ))
-    });
+    let maintenance = tokio::spawn(maintain_ledger(
+        ledger.clone(),
+        client.clone(),
+        inboxes.clone(),
+        settings.ledger_keep,
+        intake.clone(),
+    ));
     let grace = settings.shutdown_grace;
     let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
 
@@ -161,11 +161,9 @@ pub async fn run(
         }
     }
     grace_timer.abort();
-    if let Some(p) = pruner {
-        // Awaited, not aborted: a prune in progress runs on a blocking thread that holds the
-        // ledger, and a reload must be able to open it again right after.
-        let _ = p.await;
-    }
+    // Awaited, not aborted: a prune in progress runs on a blocking thread that holds the
+    // ledger, and a reload must be able to open it again right after.
+    let _ = maintenance.await;
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
@@ -183,28 +181,44 @@ pub async fn run(
     Ok(stats)
 }
 
-/// How often old ledger records are pruned (first shortly after start).
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the ledger is tidied.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+/// A recorded multipart upload nobody has touched for this long is checked (and aborted if
+/// its file is gone or changed) without waiting for a restart.
+const IDLE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 
-/// Keeps the ledger from growing forever: every hour, removes finished and failed records
-/// older than `ledger.keep`.
-async fn prune_ledger(ledger: Ledger, keep: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+/// Keeps the ledger and the bucket tidy while running: every hour, removes finished and
+/// failed records older than `ledger.keep` (unless it is zero), and aborts multipart uploads
+/// left idle by files that went away.
+async fn maintain_ledger(
+    ledger: Ledger,
+    client: aws_sdk_s3::Client,
+    inboxes: Arc<Vec<crate::config::InboxSettings>>,
+    keep: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let Some(cutoff) = std::time::SystemTime::now().checked_sub(keep) else {
-            continue;
-        };
-        let l = ledger.clone();
-        match tokio::task::spawn_blocking(move || l.prune(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(removed = n, keep = ?keep, "pruned old ledger records"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the ledger"),
-            Err(e) => tracing::warn!(error = %e, "ledger pruning stopped unexpectedly"),
+        let now = std::time::SystemTime::now();
+        if let Some(cutoff) = now.checked_sub(keep).filter(|_| !keep.is_zero()) {
+            let l = ledger.clone();
+            match tokio::task::spawn_blocking(move || l.prune(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(removed = n, keep = ?keep, "pruned old ledger records"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the ledger"),
+                Err(e) => tracing::warn!(error = %e, "ledger pruning stopped unexpectedly"),
+            }
+        }
+        let idle_since = now.checked_sub(IDLE_UPLOAD);
+        if let Err(e) =
+            crate::upload::multipart::cleanup(&client, &ledger, &inboxes, idle_since).await
+        {
+            tracing::warn!(error = %e, "cannot check idle multipart uploads");
         }
     }
 }

@@ -377,17 +377,27 @@ pub(super) async fn abort_recorded(
     }
 }
 
-/// At startup: abort every multipart upload in the ledger that cannot be resumed because its
-/// file is gone or no longer has the same content. The rest resume when their file comes by.
+/// Aborts every multipart upload in the ledger that cannot be resumed because its file is gone
+/// or no longer has the same content. The rest resume when their file comes by.
+///
+/// At startup `idle_since` is `None`: every recorded upload is looked at. While running, only
+/// uploads whose record has not changed since `idle_since` are: an upload in progress updates
+/// its record with every part, and a deferred one with every retry, so an old record means
+/// nobody is working on it (typically its file was deleted while it waited).
 pub async fn cleanup(
     client: &aws_sdk_s3::Client,
     ledger: &Ledger,
     inboxes: &[InboxSettings],
+    idle_since: Option<std::time::SystemTime>,
 ) -> Result<(), crate::ledger::LedgerError> {
     let mut open = Vec::new();
     for rec in ledger.records() {
         let rec = rec?;
-        if rec.upload_id.is_some() {
+        let idle = match idle_since {
+            None => true,
+            Some(t) => humantime::parse_rfc3339(&rec.updated_at).is_ok_and(|u| u < t),
+        };
+        if rec.upload_id.is_some() && idle {
             open.push(rec);
         }
     }
@@ -398,16 +408,24 @@ pub async fn cleanup(
         };
         let path = inbox.path.join(&rec.rel_path);
         let want = rec.sha256.clone();
+        let size = rec.size;
+        // At startup the content is compared (a restart may follow any change); while running,
+        // the hourly check only looks at presence and size, so that a huge file waiting in a
+        // paused inbox is not read again every hour.
+        let full = idle_since.is_none();
         let same = tokio::task::spawn_blocking(move || {
             let meta = std::fs::symlink_metadata(&path).ok()?;
+            if !full {
+                return (meta.is_file() && meta.len() == size).then_some(());
+            }
             let sig = crate::settle::Signature::of(&meta);
             let sha = super::hash::sha256_file(&path, &sig).ok()?;
-            Some(hex::encode(sha))
+            (Some(hex::encode(sha)) == want).then_some(())
         })
         .await
         .ok()
         .flatten();
-        if same.is_none() || same != want {
+        if same.is_none() {
             tracing::info!(inbox = %rec.inbox, path = %rec.rel_path,
                 "the file of an interrupted multipart upload is gone or changed; aborting that upload");
             let bucket = rec.bucket.clone();
