@@ -6,15 +6,16 @@
 //!
 //! | stage | input | output | job |
 //! |---|---|---|---|
-//! | [`watch`] | kernel events, startup sweep, periodic rescan | [`watch::Candidate`] | say which paths may hold a new file |
-//! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable), apply ignore rules |
-//! | [`batch`] | `ReadyFile` | [`batch::Batch`] | group ready files (max files, max bytes, time window) |
-//! | [`upload`] | `Batch` | [`upload::Outcome`] | hash, upload concurrently under one limit, classify errors, retry |
-//! | [`finish`] | `Outcome` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per batch |
+//! | [`watch`] | kernel events, startup sweep, periodic rescan, polling | [`watch::Candidate`] | say which paths may hold a new file |
+//! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing), apply ignore rules |
+//! | [`batch`] | `ReadyFile` | [`batch::Batched`] | place each file in a batch (max files, max bytes, time window) and pass it on at once; say when a batch closes |
+//! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause |
+//! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
 //!
 //! [`claims`] is the small shared registry that keeps a file from being taken twice while it
 //! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
-//! cancellation; [`telemetry`] sets up logging.
+//! cancellation and reload requests; [`telemetry`] sets up logging. The pipeline also runs an
+//! hourly upkeep task (ledger pruning, idle multipart uploads).
 
 pub mod batch;
 pub mod claims;
