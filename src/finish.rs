@@ -306,6 +306,35 @@ impl FinishStage {
     }
 }
 
+/// At startup: records left at `uploaded` whose file is no longer in its inbox were moved to
+/// done/ just before a crash, before the `finished` record reached the disk (it is written
+/// after the move and flushed with the next group). Marks them finished, with their place in
+/// done/ when it is where the move would have put it. Files still in the inbox keep
+/// `uploaded`: the sweep finds them and they are only moved. Returns how many were fixed.
+pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, LedgerError> {
+    let mut fixed = 0;
+    let stale: Vec<Record> = ledger
+        .records()
+        .filter_map(|r| r.ok())
+        .filter(|r| r.state == State::Uploaded)
+        .collect();
+    for mut rec in stale {
+        let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
+            continue; // an inbox no longer configured: leave its records as they are
+        };
+        if std::fs::symlink_metadata(inbox.path.join(&rec.rel_path)).is_ok() {
+            continue;
+        }
+        let done = inbox.done_dir.join(&rec.rel_path);
+        let there = std::fs::metadata(&done).is_ok_and(|m| m.len() == rec.size);
+        rec.state = State::Finished;
+        rec.dest = there.then_some(done);
+        ledger.put(&mut rec)?;
+        fixed += 1;
+    }
+    Ok(fixed)
+}
+
 fn write_reason(
     dest: &Path,
     inbox: &InboxSettings,

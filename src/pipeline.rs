@@ -69,6 +69,15 @@ pub async fn run(
     let inboxes = Arc::new(settings.inboxes.clone());
     // Interrupted multipart uploads whose file is gone or changed can never be resumed.
     crate::upload::multipart::cleanup(&client, &ledger, &inboxes, None).await?;
+    // Files moved just before a crash whose final record did not reach the disk.
+    let fixed = crate::finish::reconcile(&ledger, &inboxes)?;
+    if fixed > 0 {
+        tracing::info!(
+            records = fixed,
+            "ledger: marked files moved just before a crash as finished"
+        );
+    }
+    ledger.flush().await?;
     let ignores = inboxes
         .iter()
         .map(|i| {
