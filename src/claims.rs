@@ -48,6 +48,15 @@ impl Claims {
         }
     }
 
+    /// Why the file cannot be claimed now, if it cannot (without claiming it).
+    pub fn busy(&self, path: &Path, now: Instant) -> Option<Busy> {
+        match self.map().get(path) {
+            Some(Claim::InFlight) => Some(Busy::InFlight),
+            Some(Claim::RetryAfter(t)) if *t > now => Some(Busy::Until(*t)),
+            _ => None,
+        }
+    }
+
     pub fn release(&self, path: &Path) {
         self.map().remove(path);
     }

@@ -150,7 +150,7 @@ impl FinishStage {
                 rec.state = State::Failed;
                 rec.reason = Some(reason.clone());
             }
-            FileResult::Deferred { reason } => {
+            FileResult::Deferred { reason } | FileResult::Paused { reason, .. } => {
                 // Still in the inbox; keep the state, remember why it is waiting.
                 rec.reason = Some(reason.clone());
             }
@@ -202,6 +202,13 @@ impl FinishStage {
                         retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
                 }
                 self.claims.defer(path, Instant::now() + self.retry_later);
+            }
+            FileResult::Paused { reason, until } => {
+                stats.left.fetch_add(1, Ordering::Relaxed);
+                // The pause itself is logged once (and at each failed probe); per file, debug.
+                tracing::debug!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                    "inbox paused; the file stays in the inbox");
+                self.claims.defer(path, *until);
             }
             FileResult::Changed => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +290,7 @@ impl FinishStage {
                     FileResult::Uploaded { .. } => t.uploaded += 1,
                     FileResult::Duplicate { .. } => t.duplicates += 1,
                     FileResult::Failed { .. } => t.failed += 1,
-                    FileResult::Deferred { .. } => t.deferred += 1,
+                    FileResult::Deferred { .. } | FileResult::Paused { .. } => t.deferred += 1,
                     FileResult::Changed | FileResult::Interrupted => t.requeued += 1,
                 }
             }

@@ -260,6 +260,19 @@ impl SettleStage {
             pending.remove(path);
             return true;
         }
+        match self.claims.busy(path, now) {
+            None => {}
+            Some(Busy::InFlight) => {
+                // Being uploaded (or this version's predecessor is); look again later.
+                rearm(p, now + settle);
+                return true;
+            }
+            Some(Busy::Until(t)) => {
+                // Deferred or its inbox paused: offer it again when that time comes.
+                rearm(p, t.max(now + settle));
+                return true;
+            }
+        }
         if open_for_writing(path) == Some(true) {
             // Quiet for the whole window, but a writer (a Samba client, a scanner's driver)
             // still holds it open for writing: it may only be pausing. Wait another window.
@@ -267,30 +280,28 @@ impl SettleStage {
             rearm(p, now + settle);
             return true;
         }
-        match self.claims.try_claim(path, now) {
-            Ok(()) => {}
-            Err(Busy::InFlight) => {
-                // An earlier version is still being uploaded; look again later.
-                rearm(p, now + settle);
-                return true;
-            }
-            Err(Busy::Until(t)) => {
-                rearm(p, t.max(now + settle));
-                return true;
-            }
-        }
-        let Some(p) = pending.remove(path) else {
+        if self.claims.try_claim(path, now).is_err() {
+            rearm(p, now + settle); // taken between the two looks (cannot happen: one settle)
             return true;
-        };
+        }
         let ready = ReadyFile {
             inbox: p.inbox,
             path: path.to_path_buf(),
-            rel: p.rel,
+            rel: p.rel.clone(),
             size: sig.size,
             sig,
             kind: Kind::Regular,
             ready_at: now,
         };
+        if self.mode == Mode::Daemon {
+            // Stay in view while it is in flight: if it comes back (deferred, inbox paused,
+            // changed during upload) it is offered again on time without waiting for a
+            // rescan; once it has moved to done/ the next look finds it gone and forgets it.
+            rearm(p, now + settle);
+        } else {
+            // `once` offers every file exactly once.
+            pending.remove(path);
+        }
         if output.send(ready).await.is_err() {
             self.claims.release(path);
             return false;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use support::assert_object;
 use support::s3::TestS3;
 use support::{
     BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, wait_until,
@@ -165,4 +166,66 @@ async fn ambiguous_success_is_recognised_as_our_own_upload() {
     // No renamed copy: the daemon knew the object at the key was its own.
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_no_failures();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_inbox_does_not_hold_back_the_others() {
+    // Inbox 0's credentials are refused for every one of its (many) files; inbox 1 must not
+    // notice. Its files go out while inbox 0 stays paused with all its files in place.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+    let (paused, healthy) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    // More files than the upload stage admits at once (4 × 2 + 20 with concurrency 4).
+    let refused: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| {
+            (
+                format!("refused {i:02}.pdf"),
+                content(300 + i as u64, 2_000),
+            )
+        })
+        .collect();
+    for (rel, _) in &refused {
+        s3.push(
+            Op::PutObject,
+            Fault::reject(S3ErrorCode::AccessDenied)
+                .for_key(paused.key(rel))
+                .always(),
+        );
+    }
+    for (rel, bytes) in &refused {
+        paused.drop(rel, bytes);
+    }
+    daemon.start();
+    wait_until(TIMEOUT, "stdout reports the paused inbox", || {
+        daemon.stdout().contains("inbox paused")
+    })
+    .await;
+
+    let fine: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("fine {i}.pdf"), content(400 + i as u64, 3_000)))
+        .collect();
+    for (rel, bytes) in &fine {
+        healthy.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "every file of the healthy inbox in done/", || {
+        fine.iter().all(|(rel, _)| healthy.is_done(rel))
+    })
+    .await;
+    daemon.stop().await;
+
+    for (rel, bytes) in &fine {
+        healthy.assert_done(rel, bytes);
+        assert_object(&s3, &healthy.key(rel), bytes).await;
+    }
+    let mut want: Vec<String> = refused.iter().map(|(rel, _)| rel.clone()).collect();
+    want.sort();
+    let mut held = paused.files();
+    held.sort();
+    assert_eq!(held, want, "the paused inbox keeps all its files");
+    paused.assert_no_failures();
+    assert!(
+        paused.done_files().is_empty(),
+        "done/: {:?}",
+        paused.done_files()
+    );
 }

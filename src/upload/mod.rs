@@ -9,11 +9,11 @@
 pub mod hash;
 pub mod keys;
 pub mod multipart;
-mod pause;
+pub mod pause;
 pub mod s3;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use tokio::sync::{Semaphore, mpsc};
@@ -65,6 +65,9 @@ pub enum FileResult {
     /// S3 trouble that may pass (outage, throttling, paused inbox at `once`): the file stays
     /// in the inbox and is tried again later.
     Deferred { reason: String },
+    /// Its inbox is paused (bucket or credential problem): the file stays in the inbox and
+    /// is offered again at `until`, when one file probes whether the problem is gone.
+    Paused { reason: String, until: Instant },
     /// The file changed or vanished while being processed: it goes round again once stable.
     Changed,
     /// Shutdown came first: the file stays in the inbox for the next start.
@@ -355,8 +358,12 @@ async fn upload_loop(
     // Bounded so that a server answering nonsense cannot keep us in the conflict dance.
     let mut conflict_rounds = 0u32;
     loop {
-        if sh.mode == Mode::Daemon && !pause.wait(&sh.intake).await {
-            return (attempts, FileResult::Interrupted);
+        if sh.mode == Mode::Daemon
+            && let pause::Admit::Later { reason, until } = pause.admit()
+        {
+            // Paused: hand the file back at once rather than wait here, so a paused inbox
+            // holds no upload task, memory or admission slot that other inboxes need.
+            return (attempts, FileResult::Paused { reason, until });
         }
         if sh.intake.is_cancelled() {
             // Shutting down and this upload has not started: it stays for the next start.
@@ -484,6 +491,10 @@ async fn upload_loop(
             d => d,
         };
 
+        if disposition != Disposition::FatalConfig {
+            // Whatever this says, it is not a verdict on the bucket or the credentials.
+            pause.probe_inconclusive();
+        }
         match disposition {
             Disposition::Retry | Disposition::AlreadyExists | Disposition::BadDigest => {
                 transient += 1;
@@ -512,7 +523,14 @@ async fn upload_loop(
                         },
                     );
                 }
-                pause.pause(&failure.message);
+                let until = pause.pause(&failure.message);
+                return (
+                    attempts,
+                    FileResult::Paused {
+                        reason: failure.message,
+                        until,
+                    },
+                );
             }
             Disposition::Permanent => {
                 return (

@@ -1,13 +1,11 @@
-//! Pausing an inbox whose bucket or credentials are wrong: its files wait in the inbox
-//! (instead of each failing the same way) and one of them probes again after a backoff.
+//! Pausing an inbox whose bucket or credentials are wrong: its files stay in the inbox
+//! (instead of each failing the same way), one file at a time probes again after a backoff,
+//! and the others are handed back at once so they hold no upload task, memory or admission
+//! slot that other inboxes need.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-/// A paused inbox: its bucket or credentials are wrong, so its files wait (in the inbox)
-/// instead of each failing the same way.
 pub struct Pause {
     inbox: String,
     state: Mutex<Option<Paused>>,
@@ -16,65 +14,138 @@ pub struct Pause {
 }
 
 struct Paused {
+    reason: String,
     until: Instant,
     backoff: Duration,
+    /// One file has been let through to try again; the others wait for its answer.
+    probing: bool,
+}
+
+/// Whether a file of this inbox may try an upload now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// Paused: leave the file in the inbox and offer it again at `until`.
+    Later {
+        reason: String,
+        until: Instant,
+    },
 }
 
 impl Pause {
     pub fn new(inbox: &str, initial: Duration, max: Duration) -> Pause {
+        let initial = initial.max(Duration::from_millis(100));
         Pause {
             inbox: inbox.to_owned(),
             state: Mutex::new(None),
-            initial: initial.max(Duration::from_millis(100)),
+            initial,
             max: max.max(initial),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Paused>> {
+        // A poisoned lock only means a panic elsewhere; the state itself is always whole.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn pause(&self, reason: &str) {
+    /// Not paused: go. Paused and the backoff is over: this file probes (go). Otherwise:
+    /// later.
+    pub fn admit(&self) -> Admit {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match st.as_mut() {
+            None => Admit::Go,
+            Some(p) if !p.probing && now >= p.until => {
+                p.probing = true;
+                Admit::Go
+            }
+            Some(p) => Admit::Later {
+                reason: p.reason.clone(),
+                until: if p.until > now {
+                    p.until
+                } else {
+                    now + p.backoff
+                },
+            },
+        }
+    }
+
+    /// A bucket or credential error: pause, or stay paused for twice as long. Returns when the
+    /// next probe may start.
+    pub fn pause(&self, reason: &str) -> Instant {
         let now = Instant::now();
         let mut st = self.lock();
         match st.as_mut() {
             None => {
                 tracing::error!(inbox = %self.inbox, reason, retry_in = ?self.initial,
                     "inbox paused: bucket or credential problem; its files stay in the inbox until it is fixed");
+                let until = now + self.initial;
                 *st = Some(Paused {
-                    until: now + self.initial,
+                    reason: reason.to_owned(),
+                    until,
                     backoff: self.initial,
+                    probing: false,
                 });
+                until
             }
-            Some(p) if now >= p.until => {
+            Some(p) if p.probing || now >= p.until => {
                 p.backoff = (p.backoff * 2).min(self.max);
                 p.until = now + p.backoff;
+                p.probing = false;
+                p.reason = reason.to_owned();
                 tracing::warn!(inbox = %self.inbox, reason, retry_in = ?p.backoff, "inbox still paused");
+                p.until
             }
-            Some(_) => {}
+            // Another file's answer from before the pause began: already counted.
+            Some(p) => p.until,
         }
     }
 
+    /// An upload worked: the problem is gone.
     pub fn resume(&self) {
         if self.lock().take().is_some() {
             tracing::info!(inbox = %self.inbox, "inbox resumed: uploads work again");
         }
     }
 
-    /// Waits while paused. False when shutdown came first.
-    pub async fn wait(&self, intake: &CancellationToken) -> bool {
-        loop {
-            let until = match self.lock().as_ref() {
-                None => return true,
-                Some(p) => p.until,
-            };
-            if until <= Instant::now() {
-                return true; // time to probe again
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
-                _ = intake.cancelled() => return false,
-            }
+    /// The probe ended without a verdict on the configuration (e.g. a 503): let the next file
+    /// probe instead.
+    pub fn probe_inconclusive(&self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.probing = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_probe_at_a_time_and_backoff_doubles() {
+        let p = Pause::new("in", Duration::from_millis(100), Duration::from_millis(300));
+        assert_eq!(p.admit(), Admit::Go);
+        let until = p.pause("AccessDenied");
+        assert!(matches!(p.admit(), Admit::Later { until: u, .. } if u == until));
+        std::thread::sleep(Duration::from_millis(110));
+        assert_eq!(p.admit(), Admit::Go, "the backoff is over: one file probes");
+        assert!(
+            matches!(p.admit(), Admit::Later { .. }),
+            "only one probe at a time"
+        );
+        let t0 = Instant::now();
+        let next = p.pause("AccessDenied");
+        assert!(next >= t0 + Duration::from_millis(200), "backoff doubled");
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(p.admit(), Admit::Go);
+        p.probe_inconclusive();
+        assert_eq!(
+            p.admit(),
+            Admit::Go,
+            "an inconclusive probe lets the next one try"
+        );
+        p.resume();
+        assert_eq!(p.admit(), Admit::Go);
+        assert_eq!(p.admit(), Admit::Go);
     }
 }
