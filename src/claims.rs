@@ -57,6 +57,14 @@ impl Claims {
         }
     }
 
+    /// Forgets a deferral (the file is gone); a file in flight stays claimed.
+    pub fn forget_deferred(&self, path: &Path) {
+        let mut map = self.map();
+        if let Some(Claim::RetryAfter(_)) = map.get(path) {
+            map.remove(path);
+        }
+    }
+
     pub fn release(&self, path: &Path) {
         self.map().remove(path);
     }
@@ -94,5 +102,15 @@ mod tests {
         assert_eq!(c.try_claim(p, now + Duration::from_secs(6)), Ok(()));
         c.release(p);
         assert_eq!(c.in_flight(), 0);
+        c.defer(p, now + Duration::from_secs(5));
+        c.forget_deferred(p);
+        assert_eq!(c.busy(p, now), None, "a forgotten deferral");
+        assert_eq!(c.try_claim(p, now), Ok(()));
+        c.forget_deferred(p);
+        assert_eq!(
+            c.busy(p, now),
+            Some(Busy::InFlight),
+            "in flight stays claimed"
+        );
     }
 }

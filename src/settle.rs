@@ -237,9 +237,11 @@ impl SettleStage {
         let settle = self.inboxes[p.inbox].settle;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_file() => m,
-            // Vanished or replaced by something else: forget it; a new candidate will come.
+            // Vanished or replaced by something else: forget it (and any deferral, which
+            // would otherwise stay in memory for good); a new candidate will come.
             _ => {
                 pending.remove(path);
+                self.claims.forget_deferred(path);
                 return true;
             }
         };
