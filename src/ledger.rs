@@ -214,8 +214,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// Removes finished and failed records last updated before `cutoff` (records of files
-    /// still in progress are kept whatever their age). Returns how many were removed.
+    /// Removes records last updated before `cutoff` that nothing depends on: finished,
+    /// failed, and waiting ones without a multipart upload to resume. Returns how many.
     ///
     /// Safe for what the ledger promises: a file dropped again after its record is gone is
     /// recognised at the bucket (create-only write, then the object's sha256), never stored
@@ -227,7 +227,15 @@ impl Ledger {
             let Ok(rec) = serde_json::from_slice::<Record>(&value) else {
                 continue; // unreadable: leave it for a person to look at
             };
-            if !matches!(rec.state, State::Finished | State::Failed) {
+            // Settled records, and waiting ones that hold nothing to resume (a file deferred
+            // or paused long ago and since deleted by hand). `uploaded` ones are kept: their
+            // file still has to be moved.
+            let prunable = match rec.state {
+                State::Finished | State::Failed => true,
+                State::Uploading => rec.upload_id.is_none(),
+                State::Uploaded => false,
+            };
+            if !prunable {
                 continue;
             }
             let Ok(updated) = humantime::parse_rfc3339(&rec.updated_at) else {
@@ -310,14 +318,16 @@ mod tests {
     async fn prune_removes_only_old_settled_records() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
-        for (name, state) in [
-            ("done.pdf", State::Finished),
-            ("bad.pdf", State::Failed),
-            ("busy.pdf", State::Uploading),
-            ("moving.pdf", State::Uploaded),
+        for (name, state, upload_id) in [
+            ("done.pdf", State::Finished, None),
+            ("bad.pdf", State::Failed, None),
+            ("waited.pdf", State::Uploading, None),
+            ("busy.pdf", State::Uploading, Some("mpu-1")),
+            ("moving.pdf", State::Uploaded, None),
         ] {
             let mut r = Record::new("in", name, Some("ab"), 1, "b");
             r.state = state;
+            r.upload_id = upload_id.map(str::to_owned);
             l.put(&mut r).unwrap();
         }
         // Nothing is older than an hour ago.
@@ -325,7 +335,7 @@ mod tests {
         assert_eq!(l.prune(hour_ago).unwrap(), 0);
         // Everything is older than an hour from now: only settled records go.
         let later = SystemTime::now() + std::time::Duration::from_secs(3600);
-        assert_eq!(l.prune(later).unwrap(), 2);
+        assert_eq!(l.prune(later).unwrap(), 3);
         let left: Vec<String> = l.records().map(|r| r.unwrap().rel_path).collect();
         assert_eq!(left, vec!["busy.pdf", "moving.pdf"]);
     }
