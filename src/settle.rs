@@ -2,8 +2,15 @@
 //! size, nanosecond mtime and inode have not changed for the inbox's settle window, measured
 //! by this process (never by trusting mtime's age: clocks on network shares drift).
 //!
+//! Where the kernel can tell (a read lease), a quiet file that some process still holds open
+//! for writing is not complete either: its writer may only be pausing.
+//!
 //! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
 //! `*.part`, `~$*`, …) are skipped here, and zero-byte files wait until they grow.
+//!
+//! In daemon mode a file stays in view while it is in flight, so that a file handed back
+//! (deferred, inbox paused, changed during upload) is offered again exactly when its claim
+//! allows, without waiting for a rescan.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

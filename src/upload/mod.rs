@@ -1,10 +1,12 @@
-//! upload: takes batches of ready files and uploads every file concurrently under one global
-//! limit (`upload.concurrency`), so a large or slow file never holds back the others.
+//! upload: uploads every file it is handed concurrently under one global limit
+//! (`upload.concurrency`), so a large or slow file never holds back the others; parts of
+//! large files may hold at most three quarters of the slots.
 //!
-//! Per file: hash (streamed, bounded memory) → consult the ledger (already uploaded or
-//! already finished? then no upload) → record the intent → conditional PUT with the
-//! SHA-256 checksum the server verifies → classify any error → retry, pause the inbox, defer,
-//! or fail the file. The result is an [`Outcome`] for the finish stage.
+//! Per file: hash (streamed, bounded memory; small files are read once and sent from
+//! memory) → consult the ledger (already uploaded or already finished? then no upload) →
+//! conditional PUT, or a resumable multipart upload, with SHA-256 checksums the server
+//! verifies → classify any error → retry, pause the inbox, defer, or fail the file. The
+//! result is an [`Outcome`], passed to finish in a [`Report`].
 
 pub mod hash;
 pub mod keys;
