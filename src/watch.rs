@@ -80,57 +80,58 @@ impl WatchStage {
         let (tx, rx) = mpsc::channel(RAW_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut watchers = Vec::new();
-        if self.mode == Mode::Once {
-            return Ok(Watchers {
-                watchers,
-                raw: rx,
-                overflowed,
-                _keep_open: tx,
-            });
-        }
         for (idx, inbox) in self.inboxes.iter().enumerate() {
-            if !uses_events(inbox) {
-                tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
-                    interval = ?self.settings.poll_interval, "watching by polling");
+            if self.mode == Mode::Once || !uses_events(inbox) {
+                if self.mode == Mode::Daemon {
+                    tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
+                        interval = ?self.settings.poll_interval, "watching by polling");
+                }
+                watchers.push(None);
                 continue;
             }
-            let tx = tx.clone();
-            let flag = overflowed.clone();
-            let handler = move |res: notify::Result<notify::Event>| {
-                let raw = match res {
-                    Ok(ev) => {
-                        let rescan = ev.need_rescan();
-                        if !is_interesting(&ev.kind) && !rescan {
-                            return;
-                        }
-                        Raw::Paths(idx, ev.paths, rescan)
-                    }
-                    Err(e) => Raw::Error(idx, e),
-                };
-                // Never block notify's thread: if the queue is full, drop the event and ask
-                // for a full rescan, which finds the same files.
-                if tx.try_send(raw).is_err() {
-                    flag.store(true, Ordering::Relaxed);
-                }
-            };
-            let mut w =
-                RecommendedWatcher::new(handler, notify::Config::default()).map_err(|source| {
-                    WatchError::Notify {
-                        path: inbox.path.clone(),
-                        source,
-                    }
-                })?;
-            w.watch(&inbox.path, RecursiveMode::Recursive)
-                .map_err(|e| watch_error(&inbox.path, e))?;
+            let w = watch_inbox(idx, inbox, &tx, &overflowed)?;
             tracing::info!(inbox = %inbox.name, path = %inbox.path.display(), "watching with kernel events");
-            watchers.push(w);
+            watchers.push(Some(w));
         }
         Ok(Watchers {
             watchers,
             raw: rx,
             overflowed,
-            _keep_open: tx,
+            tx,
         })
+    }
+
+    /// An inbox folder that was deleted and created again (or remounted) has lost its watch:
+    /// watch the new one. Checked before every full rescan, so events resume within one
+    /// rescan interval (the rescan itself finds what arrived meanwhile).
+    fn rewatch_replaced(
+        &self,
+        watchers: &mut [Option<Watched>],
+        tx: &mpsc::Sender<Raw>,
+        overflowed: &Arc<AtomicBool>,
+    ) {
+        for (idx, inbox) in self.inboxes.iter().enumerate() {
+            let Some(current) = watchers.get(idx).and_then(Option::as_ref) else {
+                continue; // polled inbox
+            };
+            let Some(root) = folder_id(&inbox.path) else {
+                continue; // gone for now: the sweep reports it; look again next time
+            };
+            if root == current.root {
+                continue;
+            }
+            match watch_inbox(idx, inbox, tx, overflowed) {
+                Ok(w) => {
+                    tracing::warn!(inbox = %inbox.name, path = %inbox.path.display(),
+                        "the inbox folder was replaced; watching the new one");
+                    watchers[idx] = Some(w);
+                }
+                Err(e) => {
+                    tracing::error!(inbox = %inbox.name, error = %e,
+                        "the inbox folder was replaced and cannot be watched; the periodic rescan still finds its files");
+                }
+            }
+        }
     }
 
     /// Runs the stage until `shutdown` (daemon) or after one sweep (once).
@@ -141,10 +142,10 @@ impl WatchStage {
         shutdown: CancellationToken,
     ) {
         let Watchers {
-            watchers,
+            mut watchers,
             mut raw,
             overflowed,
-            _keep_open,
+            tx,
         } = started;
         // Startup sweep: files present before we started get no events.
         for idx in 0..self.inboxes.len() {
@@ -155,7 +156,7 @@ impl WatchStage {
         if self.mode == Mode::Once {
             return;
         }
-        let _watchers = watchers; // dropping a watcher stops it: keep them for the whole run
+        // `watchers` lives for the whole run: dropping a watcher stops it.
 
         let mut rescan = tokio::time::interval(self.settings.rescan);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +165,7 @@ impl WatchStage {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         let polled: Vec<usize> = (0..self.inboxes.len())
-            .filter(|i| !uses_events(&self.inboxes[*i]))
+            .filter(|i| watchers.get(*i).is_none_or(Option::is_none))
             .collect();
         // New folders to sweep a second time, in order of due time.
         let mut resweep: std::collections::VecDeque<(Instant, usize, PathBuf)> =
@@ -177,7 +178,10 @@ impl WatchStage {
                     Some(ev) => self.on_raw(ev, &output, &mut resweep).await,
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
-                _ = rescan.tick() => self.sweep_all("periodic", &output).await,
+                _ = rescan.tick() => {
+                    self.rewatch_replaced(&mut watchers, &tx, &overflowed);
+                    self.sweep_all("periodic", &output).await
+                }
                 _ = poll.tick(), if !polled.is_empty() => {
                     let mut ok = true;
                     for &i in &polled {
@@ -185,7 +189,10 @@ impl WatchStage {
                     }
                     ok
                 }
-                _ = self.rescan_now.notified() => self.sweep_all("requested", &output).await,
+                _ = self.rescan_now.notified() => {
+                    self.rewatch_replaced(&mut watchers, &tx, &overflowed);
+                    self.sweep_all("requested", &output).await
+                }
                 _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
                     match resweep.pop_front() {
                         Some((_, idx, dir)) => self.sweep(idx, &dir, &output).await,
@@ -276,12 +283,71 @@ impl WatchStage {
 
 /// The running kernel watchers and the queue they feed (opaque outside this module).
 pub struct Watchers {
-    watchers: Vec<RecommendedWatcher>,
+    /// One per inbox; `None` for polled inboxes.
+    watchers: Vec<Option<Watched>>,
     raw: mpsc::Receiver<Raw>,
     overflowed: Arc<AtomicBool>,
-    /// Keeps the queue open when no inbox uses kernel events (all polled), so waiting on it
-    /// simply never yields instead of ending.
-    _keep_open: mpsc::Sender<Raw>,
+    /// For watchers created later. Also keeps the queue open when no inbox uses kernel
+    /// events (all polled), so waiting on it simply never yields instead of ending.
+    tx: mpsc::Sender<Raw>,
+}
+
+/// A kernel watcher and the identity of the folder it watches.
+struct Watched {
+    _watcher: RecommendedWatcher,
+    root: FolderId,
+}
+
+/// Identity of a folder: tells a replaced folder from the one being watched. The inode
+/// number alone is not enough (a folder deleted and created again often gets the same one),
+/// so the birth time goes with it where the file system records one.
+type FolderId = (u64, u64, Option<std::time::SystemTime>);
+
+fn folder_id(path: &Path) -> Option<FolderId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    m.is_dir().then(|| (m.dev(), m.ino(), m.created().ok()))
+}
+
+/// Watches one inbox recursively; events go to `tx` tagged with the inbox's index.
+fn watch_inbox(
+    idx: usize,
+    inbox: &InboxSettings,
+    tx: &mpsc::Sender<Raw>,
+    overflowed: &Arc<AtomicBool>,
+) -> Result<Watched, WatchError> {
+    let root = folder_id(&inbox.path).ok_or_else(|| WatchError::Notify {
+        path: inbox.path.clone(),
+        source: notify::Error::path_not_found(),
+    })?;
+    let tx = tx.clone();
+    let flag = overflowed.clone();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let raw = match res {
+            Ok(ev) => {
+                let rescan = ev.need_rescan();
+                if !is_interesting(&ev.kind) && !rescan {
+                    return;
+                }
+                Raw::Paths(idx, ev.paths, rescan)
+            }
+            Err(e) => Raw::Error(idx, e),
+        };
+        // Never block notify's thread: if the queue is full, drop the event and ask for a
+        // full rescan, which finds the same files.
+        if tx.try_send(raw).is_err() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut w = RecommendedWatcher::new(handler, notify::Config::default()).map_err(|source| {
+        WatchError::Notify {
+            path: inbox.path.clone(),
+            source,
+        }
+    })?;
+    w.watch(&inbox.path, RecursiveMode::Recursive)
+        .map_err(|e| watch_error(&inbox.path, e))?;
+    Ok(Watched { _watcher: w, root })
 }
 
 /// Every non-directory entry under `dir`. Unreadable entries are logged and skipped: they

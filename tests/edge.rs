@@ -555,6 +555,50 @@ async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
     assert_eq!(s3.total_puts(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_inbox_folder_is_watched_again() {
+    // An admin deletes the inbox folder and creates it again: the kernel drops the old watch
+    // with the old folder. The next rescan notices the new folder and watches it.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(
+        &s3,
+        Setup::new().inbox_set("watch", &toml_str("events")).set(
+            "watch",
+            "rescan",
+            &toml_str("1s"),
+        ),
+    );
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon watches the inbox", || {
+        daemon.inotify_watches() > 0
+    })
+    .await;
+    fs::remove_dir_all(&inbox.path).expect("remove the inbox");
+    wait_until(TIMEOUT, "the kernel dropped the old watch", || {
+        daemon.inotify_watches() == 0
+    })
+    .await;
+    fs::create_dir(&inbox.path).expect("create the inbox again");
+    wait_until(TIMEOUT, "the new folder is watched", || {
+        daemon.inotify_watches() > 0
+    })
+    .await;
+    assert!(
+        strip_ansi(&daemon.stdout()).contains("the inbox folder was replaced"),
+        "no log line about the replaced folder"
+    );
+    let bytes = content(95, 20_000);
+    inbox.drop("after.pdf", &bytes);
+    wait_until(TIMEOUT, "after.pdf is in done/", || {
+        inbox.is_done("after.pdf")
+    })
+    .await;
+    daemon.stop().await;
+    inbox.assert_done("after.pdf", &bytes);
+    assert_object(&s3, &inbox.key("after.pdf"), &bytes).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writers that pause
 // ---------------------------------------------------------------------------------------------
