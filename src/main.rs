@@ -240,8 +240,17 @@ async fn check(settings: Settings) -> ExitCode {
             problems.push(e);
         }
         if problems.is_empty() {
+            let notes: String = [("done_dir", &inbox.done_dir), ("failed_dir", &inbox.failed_dir)]
+                .into_iter()
+                .filter(|(_, dir)| !same_file_system(&inbox.path, dir))
+                .map(|(key, _)| {
+                    format!(
+                        "; note: {key} is on another file system, so files are copied there, not renamed"
+                    )
+                })
+                .collect();
             println!(
-                "ok    {}  {}  -> {target}  (reachable, credentials accepted, writable)",
+                "ok    {}  {}  -> {target}  (reachable, credentials accepted, writable{notes})",
                 inbox.name,
                 inbox.path.display()
             );
@@ -259,6 +268,23 @@ async fn check(settings: Settings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Whether `dir` (or, while it does not exist, its nearest existing parent) is on the same
+/// file system as `inbox`; true when either cannot be examined (nothing useful to say then).
+fn same_file_system(inbox: &std::path::Path, dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => return true,
+        }
+    }
+    match (std::fs::metadata(inbox), std::fs::metadata(probe)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
     }
 }
 
