@@ -229,3 +229,56 @@ async fn a_paused_inbox_does_not_hold_back_the_others() {
         paused.done_files()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_file_whose_move_fails_is_not_uploaded_again() {
+    // The file fails for good (400), but failed/ cannot take it yet (a plain file sits where
+    // its sub-folder must go). It stays in the inbox; later tries only retry the move, never
+    // the upload, and once the obstacle is gone it lands in failed/ with its reason.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let rel = "sub/bad.pdf";
+    let key = inbox.key(rel);
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::InvalidArgument)
+            .for_key(&key)
+            .times(1),
+    );
+    let failed_sub = inbox.failed.join("sub");
+    std::fs::create_dir_all(&inbox.failed).expect("failed/");
+    std::fs::write(&failed_sub, b"in the way").expect("obstacle");
+    daemon.start();
+    let bytes = content(7, 9_000);
+    inbox.drop(rel, &bytes);
+    wait_until(TIMEOUT, "the move to failed/ was tried and refused", || {
+        daemon.stdout().contains("cannot move the file to failed/")
+    })
+    .await;
+    // retry_later is 1 s in tests: let a few more rounds pass before the obstacle goes.
+    wait_until(TIMEOUT, "a second attempt to move it", || {
+        daemon
+            .stdout()
+            .matches("cannot move the file to failed/")
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(
+        inbox.in_inbox(rel),
+        "the file left the inbox without a place to go"
+    );
+    std::fs::remove_file(&failed_sub).expect("remove the obstacle");
+    wait_until(TIMEOUT, "the file is in failed/", || inbox.is_failed(rel)).await;
+    daemon.stop().await;
+
+    assert_eq!(
+        s3.requests_for(Op::PutObject, &key),
+        1,
+        "PUTs of a file that failed for good"
+    );
+    assert!(!s3.exists(BUCKET, &key));
+    let reason = inbox.assert_failed(rel);
+    assert!(reason.contains("InvalidArgument"), "reason file: {reason}");
+}

@@ -267,6 +267,15 @@ async fn process_inner(
         }
     };
     match rec.as_ref().map(|r| r.state) {
+        Some(State::Failed) if rec.as_ref().is_some_and(|r| r.dest.is_none()) => {
+            // Failed before, and the move to failed/ did not happen (it failed, or a crash
+            // came first): do not upload again, only try the move. (A file an admin moved back
+            // from failed/ has a recorded destination and is uploaded again.)
+            let reason = rec
+                .and_then(|r| r.reason)
+                .unwrap_or_else(|| "failed before".to_owned());
+            return (sha_out, 0, FileResult::Failed { reason });
+        }
         Some(State::Finished) => {
             let key = rec.and_then(|r| r.key);
             tracing::info!(
