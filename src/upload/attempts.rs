@@ -1,0 +1,325 @@
+//! The attempts for one file: the write (a single PUT or a multipart upload) under the
+//! right condition, and what each failure leads to — retry with backoff, pause the inbox,
+//! defer, fail — including the "key already taken" decision (our own object, our own
+//! abandoned earlier version, or a conflict under `on_conflict`).
+
+use super::pause::Admit;
+use super::s3::{self, Disposition, Put, PutError};
+use super::{FileResult, Shared, backoff, changed_since, keys, multipart};
+use crate::config::{InboxSettings, OnConflict};
+use crate::ledger::{AbandonedObject, Record};
+use crate::settle::ReadyFile;
+use crate::watch::Mode;
+
+/// How a file's bytes go up.
+#[derive(Clone)]
+pub(super) enum Body<'a> {
+    /// One PUT; small files carry their bytes (read once, hashed and sent from memory).
+    Single(Option<bytes::Bytes>),
+    Multipart {
+        part_size: u64,
+        parts: &'a [[u8; 32]],
+    },
+}
+
+/// Uploads with retries, conflict handling and pausing. Returns attempts made and the result.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn upload_loop(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    default_key: &str,
+    rel: &str,
+    sha: &[u8; 32],
+    hex: &str,
+    rec: &mut Record,
+    body: Body<'_>,
+) -> (u32, FileResult) {
+    let pause = &sh.pauses[file.inbox];
+    let mut key = default_key.to_owned();
+    let mut replace_etag: Option<String> = None;
+    let mut unconditional = false;
+    let mut attempts = 0u32;
+    let mut transient = 0u32;
+    // Bounded so that a server answering nonsense cannot keep us in the conflict dance.
+    let mut conflict_rounds = 0u32;
+    loop {
+        if sh.mode == Mode::Daemon
+            && let Admit::Later { reason, until } = pause.admit()
+        {
+            // Paused: hand the file back at once rather than wait here, so a paused inbox
+            // holds no upload task, memory or admission slot that other inboxes need.
+            return (attempts, FileResult::Paused { reason, until });
+        }
+        if sh.intake.is_cancelled() {
+            // Shutting down and this upload has not started: it stays for the next start.
+            return (attempts, FileResult::Interrupted);
+        }
+        attempts += 1;
+        let res = match &body {
+            Body::Single(content) => {
+                single_put(
+                    sh,
+                    Put {
+                        bucket: &inbox.bucket,
+                        key: &key,
+                        path: &file.path,
+                        content: content.clone(),
+                        size: file.size,
+                        sha256: sha,
+                        replace_etag: replace_etag.as_deref(),
+                        unconditional,
+                    },
+                )
+                .await
+            }
+            &Body::Multipart { part_size, parts } => {
+                let cond = match (&replace_etag, unconditional) {
+                    (Some(etag), _) => multipart::Condition::Replace(etag),
+                    (None, true) => multipart::Condition::Unconditional,
+                    (None, false) => multipart::Condition::CreateOnly,
+                };
+                multipart::send(sh, file, inbox, &key, rec, part_size, hex, parts, cond).await
+            }
+        };
+
+        let failure = match res {
+            Ok(etag) => {
+                crate::failpoint("after-upload");
+                pause.resume();
+                if replace_etag.is_some() {
+                    // The abandoned earlier version is replaced: nothing to remember any more.
+                    let _ = sh.ledger.remove_abandoned(&inbox.bucket, &key);
+                }
+                if changed_since(file) {
+                    // The object holds what we hashed (the server verified it), but the file
+                    // has moved on: done/ would not match the bucket. Go round again, and
+                    // remember the object as ours and unfinished so that the next version of
+                    // this file may replace it (best effort: losing this record costs a
+                    // renamed key at worst, never data).
+                    let obj = AbandonedObject {
+                        v: 1,
+                        sha256: hex.to_owned(),
+                        size: file.size,
+                        inbox: inbox.name.clone(),
+                        rel_path: rel.to_owned(),
+                    };
+                    let _ = sh.ledger.put_abandoned(&inbox.bucket, &key, &obj);
+                    tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                    return (attempts, FileResult::Changed);
+                }
+                if key != default_key {
+                    tracing::warn!(key = %key, default_key, "a different object already had this file's key; uploaded under a new key");
+                }
+                return (
+                    attempts,
+                    FileResult::Uploaded {
+                        key,
+                        etag,
+                        existed: false,
+                    },
+                );
+            }
+            Err(PutError::File(e)) => {
+                if changed_since(file) {
+                    return (attempts, FileResult::Changed);
+                }
+                return (
+                    attempts,
+                    FileResult::Failed {
+                        reason: format!("cannot read the file: {e}"),
+                    },
+                );
+            }
+            Err(PutError::Changed) => {
+                tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                return (attempts, FileResult::Changed);
+            }
+            Err(PutError::Interrupted) => return (attempts, FileResult::Interrupted),
+            Err(PutError::S3(f)) => f,
+        };
+
+        let disposition = match failure.disposition {
+            Disposition::AlreadyExists => {
+                conflict_rounds += 1;
+                if conflict_rounds > 4 {
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: format!("the object at {key} keeps changing: {failure}"),
+                        },
+                    );
+                }
+                let mut target = Target {
+                    key: &mut key,
+                    replace_etag: &mut replace_etag,
+                    unconditional: &mut unconditional,
+                };
+                match on_existing_object(sh, file, inbox, default_key, rel, hex, &mut target).await
+                {
+                    Existing::Done(result) => {
+                        if matches!(result, FileResult::Uploaded { .. }) {
+                            pause.resume();
+                        }
+                        return (attempts, result);
+                    }
+                    Existing::TryAgain => continue,
+                    Existing::HeadFailed(d) => d,
+                }
+            }
+            Disposition::BadDigest => {
+                if changed_since(file) {
+                    return (attempts, FileResult::Changed);
+                }
+                // The bytes were damaged on the way; sending again is the cure.
+                Disposition::Retry
+            }
+            d => d,
+        };
+
+        if disposition != Disposition::FatalConfig {
+            // Whatever this says, it is not a verdict on the bucket or the credentials.
+            pause.probe_inconclusive();
+        }
+        match disposition {
+            Disposition::Retry | Disposition::AlreadyExists | Disposition::BadDigest => {
+                transient += 1;
+                if transient >= sh.settings.max_attempts {
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: failure.message,
+                        },
+                    );
+                }
+                let delay = backoff(sh.settings.retry_initial, sh.settings.retry_max, transient);
+                tracing::warn!(error = %failure, retry_in = ?delay, attempt = attempts, "upload failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),
+                }
+            }
+            Disposition::FatalConfig => {
+                if sh.mode == Mode::Once {
+                    tracing::error!(error = %failure, "bucket or credential problem");
+                    return (
+                        attempts,
+                        FileResult::Deferred {
+                            reason: failure.message,
+                        },
+                    );
+                }
+                let until = pause.pause(&failure.message);
+                return (
+                    attempts,
+                    FileResult::Paused {
+                        reason: failure.message,
+                        until,
+                    },
+                );
+            }
+            Disposition::Permanent => {
+                return (
+                    attempts,
+                    FileResult::Failed {
+                        reason: failure.message,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Where the next attempt writes, and under which condition.
+struct Target<'a> {
+    key: &'a mut String,
+    /// Replace exactly this object (our own abandoned earlier version).
+    replace_etag: &'a mut Option<String>,
+    /// Replace whatever is there (on_conflict = "overwrite").
+    unconditional: &'a mut bool,
+}
+
+/// What to do after a create-only write found the key taken.
+enum Existing {
+    /// Settled: the object is ours, or the conflict policy decided.
+    Done(FileResult),
+    /// Write again, to the (possibly new) target.
+    TryAgain,
+    /// HEAD itself failed: treat like any failed request.
+    HeadFailed(Disposition),
+}
+
+/// The key already holds an object: find out whose, and apply `on_conflict`.
+async fn on_existing_object(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    default_key: &str,
+    rel: &str,
+    hex: &str,
+    target: &mut Target<'_>,
+) -> Existing {
+    let key = target.key.clone();
+    let h = match s3::head(&sh.client, &inbox.bucket, &key).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Existing::TryAgain, // it went away meanwhile: just try again
+        Err(hf) => return Existing::HeadFailed(hf.disposition),
+    };
+    if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
+        // Exactly our content is already there: an earlier attempt (before a crash, or whose
+        // answer was lost) stored it. Nothing to send again.
+        if changed_since(file) {
+            return Existing::Done(FileResult::Changed);
+        }
+        return Existing::Done(FileResult::Uploaded {
+            key,
+            etag: h.etag,
+            existed: true,
+        });
+    }
+    let ours = sh.ledger.get_abandoned(&inbox.bucket, &key).ok().flatten();
+    let abandoned_by_us = ours.is_some_and(|o| {
+        o.inbox == inbox.name && o.rel_path == rel && h.sha256.as_deref() == Some(o.sha256.as_str())
+    });
+    if abandoned_by_us && h.etag.is_some() {
+        // An earlier version of this same file that we stored but never finished (it changed
+        // during upload): replace exactly that object, and nothing else.
+        tracing::info!(key = %key, "replacing an unfinished earlier version of this file");
+        *target.replace_etag = h.etag;
+        return Existing::TryAgain;
+    }
+    *target.replace_etag = None;
+    match sh.settings.on_conflict {
+        OnConflict::Rename if key == default_key => {
+            *target.key = keys::conflict_key(default_key, hex);
+            Existing::TryAgain
+        }
+        OnConflict::Overwrite => {
+            tracing::warn!(key = %key, "replacing a different existing object (on_conflict = \"overwrite\")");
+            *target.unconditional = true;
+            Existing::TryAgain
+        }
+        _ => Existing::Done(FileResult::Failed {
+            reason: format!(
+                "a different object already exists at s3://{}/{key} (sha256 {}); on_conflict = \"{}\" keeps it",
+                inbox.bucket,
+                h.sha256.as_deref().unwrap_or("unknown"),
+                sh.settings.on_conflict
+            ),
+        }),
+    }
+}
+
+/// One PUT under the global limit; abandoned when the grace period ends.
+async fn single_put(sh: &Shared, put: Put<'_>) -> Result<Option<String>, PutError> {
+    let _permit = tokio::select! {
+        p = sh.uploads.acquire() => p.map_err(|_| PutError::Interrupted)?,
+        _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+    };
+    tokio::select! {
+        r = s3::put_file(&sh.client, put) => r,
+        // Grace period over: abandon. Nothing is recorded as uploaded, so the next start
+        // does this file again (and finds the object if it did land).
+        _ = sh.abort.cancelled() => Err(PutError::Interrupted),
+    }
+}
