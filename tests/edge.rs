@@ -190,7 +190,7 @@ async fn on_conflict_fail_sends_the_different_file_to_failed() {
     let kept = fs::read(inbox.failed.join("a.pdf")).expect("failed copy");
     assert_bytes_eq("failed/a.pdf", &kept, &new);
     assert_object(&s3, &key, &old).await;
-    assert_eq!(s3.puts(&key), 1, "objects written at {key}");
+    assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_done("a.pdf", &old);
     assert_eq!(inbox.done_files(), vec!["a.pdf".to_owned()], "done/");
@@ -228,7 +228,7 @@ async fn on_conflict_overwrite_replaces_the_object() {
         meta.get("sha256").map(String::as_str),
         Some(sha256_hex(&new).as_str())
     );
-    assert_eq!(s3.puts(&key), 2, "objects written at {key}");
+    assert_eq!(s3.puts(&key).await, 2, "objects written at {key}");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_done("b.pdf", &old);
     inbox.assert_done("b (1).pdf", &new);
@@ -304,7 +304,7 @@ async fn transient_errors_beyond_max_attempts_defer_the_file_until_they_pass() {
     assert_object(&s3, &key, &flaky).await;
     inbox.assert_done("flaky.pdf", &flaky);
     inbox.assert_done("fine.pdf", &fine);
-    assert_eq!(s3.puts(&key), 1);
+    assert_eq!(s3.puts(&key).await, 1);
     inbox.assert_empty();
     inbox.assert_no_failures();
 }
@@ -552,7 +552,7 @@ async fn once_with_s3_unreachable_exits_1_and_leaves_the_file() {
         "done/: {:?}",
         inbox.done_files()
     );
-    assert_eq!(s3.total_puts(), 0);
+    assert_eq!(s3.total_puts().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,7 +623,7 @@ async fn a_writer_pausing_longer_than_settle_keeps_its_file_until_it_closes() {
         "a file still open for writing was taken"
     );
     assert_eq!(
-        s3.puts(&inbox.key("paused.pdf")),
+        s3.puts(&inbox.key("paused.pdf")).await,
         0,
         "PUTs of the half file"
     );
@@ -636,7 +636,7 @@ async fn a_writer_pausing_longer_than_settle_keeps_its_file_until_it_closes() {
     daemon.stop().await;
     inbox.assert_done("paused.pdf", &bytes);
     assert_object(&s3, &inbox.key("paused.pdf"), &bytes).await;
-    assert_eq!(s3.puts(&inbox.key("paused.pdf")), 1);
+    assert_eq!(s3.puts(&inbox.key("paused.pdf")).await, 1);
 }
 
 // ---------------------------------------------------------------------------------------------

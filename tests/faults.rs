@@ -33,7 +33,7 @@ async fn transient_slowdown_is_retried_until_the_upload_succeeds() {
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("scan.pdf", &bytes);
-    assert_eq!(s3.puts(&key), 1, "successful PUTs");
+    assert_eq!(s3.puts(&key).await, 1, "successful PUTs");
     inbox.assert_no_failures();
     inbox.assert_empty();
 }
@@ -84,7 +84,7 @@ async fn permanent_invalid_argument_fails_only_that_file() {
     let mut want: Vec<String> = good.iter().map(|(rel, _)| inbox.key(rel)).collect();
     want.sort();
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
-    assert_eq!(s3.puts(&bad_key), 0);
+    assert_eq!(s3.puts(&bad_key).await, 0);
     inbox.assert_empty();
 }
 
@@ -134,7 +134,7 @@ async fn access_denied_pauses_the_inbox_and_keeps_the_file_until_fixed() {
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("contract.pdf", &bytes);
-    assert_eq!(s3.puts(&key), 1);
+    assert_eq!(s3.puts(&key).await, 1);
     inbox.assert_no_failures();
 }
 
@@ -162,7 +162,7 @@ async fn ambiguous_success_is_recognised_as_our_own_upload() {
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("lab/run-7.csv", &bytes);
-    assert_eq!(s3.puts(&key), 1, "successful backend PUTs");
+    assert_eq!(s3.puts(&key).await, 1, "successful backend PUTs");
     // No renamed copy: the daemon knew the object at the key was its own.
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_no_failures();

@@ -39,14 +39,14 @@ async fn serves_objects_with_sigv4_and_counts_writes() {
     assert_eq!(s3.list(BUCKET).await, vec![key.to_owned()]);
     let meta = s3.head_meta(BUCKET, key).await.expect("head");
     assert_eq!(meta.get("sha256"), Some(&support::sha256_hex(&body)));
-    assert_eq!(s3.puts(key), 1);
+    assert_eq!(s3.puts(key).await, 1);
 
     // If-None-Match: * protects the existing object.
     assert_eq!(
         put(&s3, key, b"other").await,
         Err("PreconditionFailed".into())
     );
-    assert_eq!(s3.puts(key), 1);
+    assert_eq!(s3.puts(key).await, 1);
     assert_eq!(s3.requests_for(Op::PutObject, key), 2);
     assert_eq!(s3.get(BUCKET, "missing").await, None);
     assert_eq!(s3.head_meta(BUCKET, "missing").await, None);
@@ -70,7 +70,7 @@ async fn rejects_only_the_scripted_key_the_scripted_number_of_times() {
     assert_eq!(put(&s3, bad, b"x").await, Err("InvalidArgument".into()));
     assert!(s3.plan.is_drained());
     put(&s3, bad, b"x").await.expect("faults used up");
-    assert_eq!(s3.puts(bad), 1);
+    assert_eq!(s3.puts(bad).await, 1);
     assert_eq!(s3.get(BUCKET, bad).await.as_deref(), Some(&b"x"[..]));
 }
 
@@ -84,7 +84,7 @@ async fn fail_after_writes_the_object_but_reports_an_error() {
     );
     let res = put(&s3, "k", b"payload").await;
     assert!(res.is_err(), "client must see an error, got {res:?}");
-    assert_eq!(s3.puts("k"), 1);
+    assert_eq!(s3.puts("k").await, 1);
     assert_eq!(s3.get(BUCKET, "k").await.as_deref(), Some(&b"payload"[..]));
 }
 

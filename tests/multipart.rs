@@ -43,8 +43,9 @@ fn stall_parts_after(s3: &TestS3, key: &str, n: usize) {
 }
 
 /// No multipart upload is open at the server and no stored part is left over.
-#[track_caller]
-fn assert_nothing_open(s3: &TestS3) {
+/// Waits for the server's running requests first, so a write cut off by a kill has landed.
+async fn assert_nothing_open(s3: &TestS3) {
+    s3.idle().await;
     assert_eq!(
         s3.open_uploads(),
         Vec::<String>::new(),
@@ -112,7 +113,7 @@ async fn multipart_round_trip_is_byte_exact() {
         let key = inbox.key(rel);
         assert_object(&s3, &key, bytes).await;
         inbox.assert_done(rel, bytes);
-        assert_eq!(s3.puts(&key), 1, "objects written at {key}");
+        assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
         let create = s3.requests_for(Op::CreateMultipartUpload, &key);
         let upload_part = s3.requests_for(Op::UploadPart, &key);
         let complete = s3.requests_for(Op::CompleteMultipartUpload, &key);
@@ -135,7 +136,7 @@ async fn multipart_round_trip_is_byte_exact() {
     let mut keys: Vec<String> = files.iter().map(|(rel, _)| inbox.key(rel)).collect();
     keys.sort();
     assert_eq!(s3.list(BUCKET).await, keys, "objects in the bucket");
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
 }
@@ -225,9 +226,9 @@ async fn kill_during_multipart_then_restart_resumes_from_the_stored_parts() {
     );
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_eq!(s3.puts(&key), 1, "objects written at {key}");
+    assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
@@ -263,10 +264,10 @@ async fn kill_during_multipart_then_file_changed_aborts_the_old_upload() {
         2,
         "one upload per content"
     );
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     assert_object(&s3, &key, &new).await;
     inbox.assert_done(rel, &new);
-    assert_eq!(s3.puts(&key), 1, "objects written at {key}");
+    assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
@@ -293,9 +294,9 @@ async fn kill_during_multipart_then_file_removed_aborts_the_upload_at_startup() 
     daemon.stop().await;
 
     assert!(s3.requests_for(Op::AbortMultipartUpload, &key) >= 1);
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     assert_eq!(s3.list(BUCKET).await, Vec::<String>::new(), "objects");
-    assert_eq!(s3.puts(&key), 0);
+    assert_eq!(s3.puts(&key).await, 0);
     let records = daemon.ledger_for(rel).await;
     assert!(
         records.iter().all(|r| r["upload_id"].is_null()),
@@ -374,12 +375,12 @@ async fn file_changed_during_multipart_upload(change: Change) {
     );
     assert_object(&s3, &key, &new).await;
     assert_eq!(
-        s3.puts(&key),
+        s3.puts(&key).await,
         1,
         "objects completed at {key}: the upload of the old version must be discarded, not completed"
     );
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &new).await;
@@ -455,8 +456,8 @@ async fn part_upload_500_and_503_are_retried() {
     assert_eq!(s3.requests_for(Op::CompleteMultipartUpload, &key), 1);
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_eq!(s3.puts(&key), 1);
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 1);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
@@ -494,8 +495,8 @@ async fn completion_503_is_retried_without_sending_parts_again() {
     assert_eq!(s3.requests_for(Op::CompleteMultipartUpload, &key), 5);
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_eq!(s3.puts(&key), 1);
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 1);
+    assert_nothing_open(&s3).await;
     daemon.inbox().assert_no_failures();
 }
 
@@ -542,7 +543,7 @@ async fn invalid_part_on_completion_starts_a_fresh_upload_instead_of_failing() {
     );
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     daemon.inbox().assert_no_failures();
 }
 
@@ -602,8 +603,8 @@ async fn sigterm_during_multipart_exits_in_grace_and_the_restart_resumes() {
     );
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_eq!(s3.puts(&key), 1);
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 1);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
@@ -639,9 +640,9 @@ async fn sigterm_lets_a_multipart_upload_in_flight_finish() {
     inbox.assert_done(rel, &bytes);
     inbox.assert_empty();
     assert_object(&s3, &key, &bytes).await;
-    assert_eq!(s3.puts(&key), 1);
+    assert_eq!(s3.puts(&key).await, 1);
     assert_eq!(s3.requests_for(Op::UploadPart, &key), n);
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     daemon.inbox().assert_no_failures();
 }
 
@@ -672,8 +673,8 @@ async fn different_large_file_at_an_existing_key_is_renamed_and_leaves_nothing_o
     let mut want = vec![key.clone(), renamed.clone()];
     want.sort();
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
-    assert_eq!(s3.puts(&key), 1, "objects written at {key}");
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
+    assert_nothing_open(&s3).await;
     daemon.inbox().assert_no_failures();
 }
 
@@ -700,8 +701,8 @@ async fn overwrite_replaces_a_large_object() {
     inbox.assert_done(rel, &old);
     inbox.assert_done("image (1).iso", &new);
     assert_eq!(s3.list(BUCKET).await, vec![key.clone()], "objects");
-    assert_eq!(s3.puts(&key), 2, "objects written at {key}");
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 2, "objects written at {key}");
+    assert_nothing_open(&s3).await;
     daemon.inbox().assert_no_failures();
 }
 
@@ -742,7 +743,7 @@ async fn permanent_part_error_fails_the_file_and_aborts_its_upload() {
         s3.requests_for(Op::AbortMultipartUpload, &key) >= 1,
         "the upload of a failed file was not aborted"
     );
-    assert_nothing_open(&s3);
+    assert_nothing_open(&s3).await;
     assert!(!s3.exists(BUCKET, &key));
     inbox.assert_done("small.txt", &small);
     inbox.assert_empty();
@@ -810,8 +811,8 @@ async fn part_errors_beyond_max_attempts_defer_and_the_upload_resumes_later() {
     );
     assert_object(&s3, &key, &bytes).await;
     inbox.assert_done(rel, &bytes);
-    assert_eq!(s3.puts(&key), 1);
-    assert_nothing_open(&s3);
+    assert_eq!(s3.puts(&key).await, 1);
+    assert_nothing_open(&s3).await;
     inbox.assert_empty();
     daemon.inbox().assert_no_failures();
 }

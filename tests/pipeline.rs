@@ -83,7 +83,11 @@ async fn files_present_at_start_land_byte_identical_and_ignored_files_stay() {
     want_keys.sort();
     assert_eq!(s3.list(BUCKET).await, want_keys, "objects in the bucket");
     for rel in &rels {
-        assert_eq!(s3.puts(&inbox.key(rel)), 1, "successful PUTs of {rel}");
+        assert_eq!(
+            s3.puts(&inbox.key(rel)).await,
+            1,
+            "successful PUTs of {rel}"
+        );
     }
 
     let stay_rels: Vec<&str> = stays.iter().map(|(rel, _)| *rel).collect();
@@ -219,7 +223,7 @@ async fn slowly_written_file_is_uploaded_once_and_whole() {
     let object = s3.get(BUCKET, &key).await.expect("object");
     support::assert_bytes_eq("object", &object, &bytes);
     inbox.assert_done("scans/slow.pdf", &bytes);
-    assert_eq!(s3.puts(&key), 1, "successful PUTs of the slow file");
+    assert_eq!(s3.puts(&key).await, 1, "successful PUTs of the slow file");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_no_failures();
 }

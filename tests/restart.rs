@@ -33,7 +33,7 @@ async fn crash_and_recover(failpoint: &str) -> (TestS3, Daemon, usize) {
         .await
         .expect("object stored before the crash");
     assert_bytes_eq("object", &object, &bytes);
-    assert_eq!(s3.puts(&key), 1);
+    assert_eq!(s3.puts(&key).await, 1);
     inbox.assert_holds(&["a.pdf"]);
     assert!(
         inbox.done_files().is_empty(),
@@ -51,7 +51,11 @@ async fn crash_and_recover(failpoint: &str) -> (TestS3, Daemon, usize) {
 
     inbox.assert_done("a.pdf", &bytes);
     inbox.assert_empty();
-    assert_eq!(s3.puts(&key), 1, "successful PUTs of a.pdf over both runs");
+    assert_eq!(
+        s3.puts(&key).await,
+        1,
+        "successful PUTs of a.pdf over both runs"
+    );
     assert_eq!(
         s3.list(BUCKET).await,
         vec![key.clone()],
@@ -110,7 +114,7 @@ async fn identical_redrop_is_moved_to_done_without_a_second_upload() {
     inbox.assert_done("invoices/a.pdf", &bytes);
     inbox.assert_done("invoices/a (1).pdf", &bytes);
     inbox.assert_empty();
-    assert_eq!(s3.puts(&key), 1, "successful PUTs");
+    assert_eq!(s3.puts(&key).await, 1, "successful PUTs");
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_no_failures();
     assert!(
@@ -165,8 +169,8 @@ async fn different_content_at_an_existing_key_is_uploaded_under_a_new_name() {
             );
         };
         assert_bytes_eq(format!("renamed object {renamed_key}"), &at_renamed, &new);
-        assert_eq!(s3.puts(&key), 1, "PUTs at {key}");
-        assert_eq!(s3.puts(&renamed_key), 1, "PUTs at {renamed_key}");
+        assert_eq!(s3.puts(&key).await, 1, "PUTs at {key}");
+        assert_eq!(s3.puts(&renamed_key).await, 1, "PUTs at {renamed_key}");
         inbox.assert_done(rel, &old);
         inbox.assert_done(second, &new);
         want.push(key);
@@ -206,7 +210,7 @@ async fn sigterm_lets_the_inflight_upload_finish() {
     inbox.assert_empty();
     let object = s3.get(BUCKET, &key).await.expect("object");
     assert_bytes_eq("object", &object, &bytes);
-    assert_eq!(s3.puts(&key), 1);
+    assert_eq!(s3.puts(&key).await, 1);
     inbox.assert_no_failures();
 }
 
@@ -264,7 +268,7 @@ async fn repeated_sigkills_under_load_lose_nothing_and_store_nothing_twice() {
         let key = inbox.key(rel);
         let object = s3.get(BUCKET, &key).await.expect("object");
         assert_bytes_eq(format!("object {key}"), &object, bytes);
-        assert_eq!(s3.puts(&key), 1, "successful writes of {key}");
+        assert_eq!(s3.puts(&key).await, 1, "successful writes of {key}");
     }
     let records = daemon.ledger().await;
     let finished_records = records.iter().filter(|r| r["state"] == "finished").count();

@@ -290,6 +290,7 @@ struct FaultLayer {
     inner: S3Service,
     plan: Arc<FaultPlan>,
     stats: Arc<Stats>,
+    backend: Backend,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -304,6 +305,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
         self.stats.request(&target);
         let fault = self.plan.take(target.op, target.key.as_deref(), true);
         let inner = self.inner.clone();
+        let backend = self.backend.clone();
         Box::pin(async move {
             match fault {
                 Some(FaultKind::Reject(code)) => {
@@ -313,12 +315,78 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
                     Ok(err.to_http_response().expect("serialize injected S3 error"))
                 }
                 Some(FaultKind::Delay(d)) => {
+                    // The delay is "before the server reads the request": a client that goes
+                    // away meanwhile takes the request with it, as with a real server.
                     tokio::time::sleep(d).await;
-                    inner.call(req.map(s3s::Body::from)).await
+                    backend.run(inner, req).await
                 }
-                _ => inner.call(req.map(s3s::Body::from)).await,
+                _ => backend.run(inner, req).await,
             }
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend work that outlives the connection
+// ---------------------------------------------------------------------------------------------
+
+/// Runs each request's backend work (s3s reading the body, s3s-fs storing it) in a task of its
+/// own, so that it finishes even when the client disconnects in the middle: hyper drops the
+/// connection's futures when the peer goes away, and without this a write that s3s-fs had
+/// already renamed into place would never reach the write counter. A real S3 server likewise
+/// completes a request whose body it has received, whatever the client does next. A body cut
+/// short by the disconnect fails to read, and then nothing is stored (and nothing counted).
+#[derive(Clone, Default)]
+struct Backend {
+    /// Backend tasks still running; [`TestS3::idle`] waits for zero.
+    running: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one running backend task; dropped when the task ends, also by panic or abort.
+struct Running(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Backend {
+    async fn run(
+        &self,
+        inner: S3Service,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Result<s3s::HttpResponse, s3s::HttpError> {
+        self.running.send_modify(|n| *n += 1);
+        let running = Running(self.running.clone());
+        let task = tokio::spawn(async move {
+            let _running = running;
+            inner.call(req.map(s3s::Body::from)).await
+        });
+        match task.await {
+            Ok(res) => res,
+            Err(err) => {
+                let err = S3Error::with_message(
+                    S3ErrorCode::InternalError,
+                    format!("test server backend task failed: {err}"),
+                );
+                Ok(err.to_http_response().expect("serialize backend failure"))
+            }
+        }
+    }
+
+    /// Waits until no backend task is running (panics after `timeout`).
+    async fn idle(&self, timeout: Duration) {
+        let mut rx = self.running.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0)).await;
+        match waited {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => unreachable!("the sender lives in self"),
+            Err(_) => panic!(
+                "test S3 server: {} backend requests still running after {timeout:?}",
+                *self.running.borrow()
+            ),
+        }
     }
 }
 
@@ -473,6 +541,7 @@ pub struct TestS3 {
     /// The fault script; push faults at any time, they apply to the next matching requests.
     pub plan: Arc<FaultPlan>,
     stats: Arc<Stats>,
+    backend: Backend,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -534,6 +603,7 @@ impl TestS3 {
         let root = root.canonicalize()?;
         let plan = Arc::new(FaultPlan::default());
         let stats = Arc::new(Stats::default());
+        let backend = Backend::default();
 
         let mut builder = S3ServiceBuilder::new(FaultyFs {
             inner: fs,
@@ -545,6 +615,7 @@ impl TestS3 {
             inner: builder.build(),
             plan: plan.clone(),
             stats: stats.clone(),
+            backend: backend.clone(),
         };
 
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -572,6 +643,7 @@ impl TestS3 {
             _tmp: tmp,
             plan,
             stats,
+            backend,
             task,
         })
     }
@@ -616,14 +688,23 @@ impl TestS3 {
         self.plan.push(op, fault);
     }
 
+    /// Waits until every request that reached the backend has finished, including those whose
+    /// client went away (a killed daemon): after it, what is stored and what is counted agree.
+    pub async fn idle(&self) {
+        self.backend.idle(Duration::from_secs(60)).await;
+    }
+
     /// How many times the backend successfully wrote the object `key` (PutObject or
-    /// CompleteMultipartUpload), counting writes the client was told had failed.
-    pub fn puts(&self, key: &str) -> usize {
+    /// CompleteMultipartUpload), counting writes the client was told had failed or never heard
+    /// of. Waits for [`TestS3::idle`] first, so a write still finishing is counted.
+    pub async fn puts(&self, key: &str) -> usize {
+        self.idle().await;
         lock(&self.stats.writes).get(key).copied().unwrap_or(0)
     }
 
-    /// Successful backend writes over all keys.
-    pub fn total_puts(&self) -> usize {
+    /// Successful backend writes over all keys (after [`TestS3::idle`]).
+    pub async fn total_puts(&self) -> usize {
+        self.idle().await;
         lock(&self.stats.writes).values().sum()
     }
 
