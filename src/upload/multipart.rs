@@ -138,12 +138,19 @@ pub(super) async fn send(
     let todo: Vec<u32> = (1..=count)
         .filter(|n| !rec.parts.iter().any(|(done, _)| done == n))
         .collect();
+    // Cancelled when one part fails for good (and by shutdown, as a child of `intake`): parts
+    // not yet sent then never start. Parts already on the wire are waited for instead of
+    // dropped: a server finishes a part whose body it has received even after the client
+    // hangs up, and an abort sent before it does would leave that part stored behind the
+    // aborted upload.
+    let stop = sh.intake.child_token();
     let mut parts = futures::stream::iter(todo)
         .map(|n| {
             let offset = (n as u64 - 1) * part_size;
             let len = part_size.min(file.size - offset);
             upload_part(
                 sh,
+                &stop,
                 &file.path,
                 bucket,
                 key,
@@ -157,6 +164,7 @@ pub(super) async fn send(
         // No more parts in flight than the global limit could ever run; the limit itself
         // (a semaphore shared with every other upload) decides how many actually run.
         .buffer_unordered(sh.settings.concurrency);
+    let mut failure = None;
     while let Some(res) = parts.next().await {
         match res {
             Ok((n, etag)) => {
@@ -167,21 +175,29 @@ pub(super) async fn send(
                     tracing::warn!(error = %e, "cannot record a finished part; it may be sent again");
                 }
             }
-            Err(PutError::S3(f)) if f.message.starts_with("NoSuchUpload") => {
-                // The upload is gone (aborted by a lifecycle rule or by hand): start over.
-                drop(parts);
-                rec.upload_id = None;
-                rec.parts.clear();
-                let _ = sh.ledger.put(rec);
-                return Err(PutError::S3(S3Failure {
-                    disposition: Disposition::Retry,
-                    message: f.message,
-                }));
+            // A part that never started because an earlier one failed: not a failure itself.
+            Err(PutError::Interrupted) if failure.is_some() => {}
+            Err(e) => {
+                stop.cancel();
+                failure.get_or_insert(e);
             }
-            Err(e) => return Err(e),
         }
     }
     drop(parts);
+    match failure {
+        None => {}
+        Some(PutError::S3(f)) if f.message.starts_with("NoSuchUpload") => {
+            // The upload is gone (aborted by a lifecycle rule or by hand): start over.
+            rec.upload_id = None;
+            rec.parts.clear();
+            let _ = sh.ledger.put(rec);
+            return Err(PutError::S3(S3Failure {
+                disposition: Disposition::Retry,
+                message: f.message,
+            }));
+        }
+        Some(e) => return Err(e),
+    }
 
     // Every part was read from the file by now. If the file changed meanwhile, the parts may
     // mix versions (servers that do not verify part checksums would accept them): never
@@ -269,6 +285,7 @@ pub(super) async fn send(
 #[allow(clippy::too_many_arguments)]
 async fn upload_part(
     sh: &Shared,
+    stop: &tokio_util::sync::CancellationToken,
     path: &Path,
     bucket: &str,
     key: &str,
@@ -280,8 +297,9 @@ async fn upload_part(
 ) -> Result<(u32, String), PutError> {
     let mut transient = 0u32;
     loop {
-        // Shutting down: no new part starts; the upload resumes on the next start.
-        if sh.intake.is_cancelled() {
+        // Shutting down, or another part of this upload failed: no new part starts (on
+        // shutdown the upload resumes on the next start).
+        if stop.is_cancelled() {
             return Err(PutError::Interrupted);
         }
         // The parts permit first, then the global one: parts never queue for more than their
@@ -292,7 +310,7 @@ async fn upload_part(
                 let slot = sh.uploads.acquire().await?;
                 Ok::<_, tokio::sync::AcquireError>((part, slot))
             } => p.map_err(|_| PutError::Interrupted)?,
-            _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+            _ = stop.cancelled() => return Err(PutError::Interrupted),
         };
         let body = ByteStream::read_from()
             .path(path)
@@ -338,7 +356,7 @@ async fn upload_part(
         tracing::warn!(part = n, error = %f, retry_in = ?delay, "part upload failed; retrying");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
+            _ = stop.cancelled() => return Err(PutError::Interrupted),
         }
     }
 }
