@@ -43,3 +43,19 @@ pub fn failpoint(name: &str) {
     #[cfg(not(debug_assertions))]
     let _ = name;
 }
+
+/// Test hook: in debug builds, true when `INBOXD_FAILPOINT=<name>`: the caller then fails the
+/// step as if the system had refused it (for errors that are hard to cause from outside, such
+/// as a ledger write failing). Release builds always return false.
+#[inline]
+pub fn failpoint_error(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("INBOXD_FAILPOINT").is_ok_and(|v| v == name)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
+    }
+}

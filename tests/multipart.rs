@@ -873,3 +873,46 @@ async fn large_files_never_take_every_upload_slot() {
     );
     daemon.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_cannot_record_the_upload_defers_the_file_and_never_fails_it() {
+    // The ledger refuses to record the upload id (injected): a problem of the daemon, not of
+    // the file. The file stays in the inbox, no part goes out for an upload the ledger does
+    // not know, the created upload is aborted, and with a working ledger the file goes out.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup());
+    let inbox = daemon.inbox().clone();
+    let rel = "scan.tiff";
+    let key = inbox.key(rel);
+    let bytes = content(91, PART * 2 + 1_000);
+    inbox.drop(rel, &bytes);
+    daemon.start_with_env(&[("INBOXD_FAILPOINT", "ledger-record-upload-id")]);
+    wait_until(TIMEOUT, "scan.tiff deferred for the ledger", || {
+        daemon.stdout().contains("the ledger cannot be written")
+    })
+    .await;
+    daemon.stop().await;
+
+    inbox.assert_holds(&[rel]);
+    assert_eq!(inbox.failed_files(), Vec::<String>::new(), "failed/");
+    assert!(
+        s3.requests_for(Op::CreateMultipartUpload, &key) >= 1,
+        "the upload was never created: the failpoint was not reached"
+    );
+    assert_eq!(
+        s3.requests_for(Op::UploadPart, &key),
+        0,
+        "parts sent for an upload the ledger does not know"
+    );
+    assert_nothing_open(&s3).await;
+
+    daemon.start();
+    wait_until(TIMEOUT, "scan.tiff is in done/", || inbox.is_done(rel)).await;
+    daemon.stop().await;
+    inbox.assert_done(rel, &bytes);
+    assert_object(&s3, &key, &bytes).await;
+    assert_eq!(s3.puts(&key).await, 1, "objects written at {key}");
+    assert_nothing_open(&s3).await;
+    inbox.assert_empty();
+    assert_ledger_finished_only(&daemon, rel, &bytes).await;
+}

@@ -136,6 +136,16 @@ pub(super) async fn upload_loop(
                 return (attempts, FileResult::Changed);
             }
             Err(PutError::Interrupted) => return (attempts, FileResult::Interrupted),
+            Err(PutError::Ledger(e)) => {
+                // Nothing is wrong with the file: it stays in the inbox and is tried again
+                // after retry_later, when the ledger may be writable again.
+                return (
+                    attempts,
+                    FileResult::Deferred {
+                        reason: format!("the ledger cannot be written: {e}"),
+                    },
+                );
+            }
             Err(PutError::S3(f)) => f,
         };
 

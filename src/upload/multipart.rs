@@ -123,13 +123,20 @@ pub(super) async fn send(
             rec.state = State::Uploading;
             // Durable before the first part: after a crash we know this upload exists and
             // can resume or abort it; it is never left behind unknown.
-            sh.ledger
-                .put(rec)
-                .map_err(|e| PutError::File(format!("ledger not writable: {e}")))?;
-            sh.ledger
-                .flush()
-                .await
-                .map_err(|e| PutError::File(format!("ledger not writable: {e}")))?;
+            let recorded = match sh.ledger.put(rec) {
+                Ok(()) if crate::failpoint_error("ledger-record-upload-id") => {
+                    Err("injected by a failpoint".to_owned())
+                }
+                Ok(()) => sh.ledger.flush().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = recorded {
+                // Unrecorded, the upload would be unknown after a crash: abort it while its id
+                // is still in memory (best effort), and let the whole file wait for a ledger
+                // that works again.
+                abort_recorded(client, &sh.ledger, bucket, rec).await;
+                return Err(PutError::Ledger(e));
+            }
             id
         }
     };

@@ -202,6 +202,10 @@ pub enum PutError {
     Changed,
     /// Shutdown: stopped before finishing.
     Interrupted,
+    /// The ledger could not durably record a step that must be recorded before the next one
+    /// (a multipart upload id before its first part). The daemon's problem, never the file's:
+    /// the file is deferred, not failed.
+    Ledger(String),
     S3(S3Failure),
 }
 
