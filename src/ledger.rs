@@ -22,6 +22,16 @@ pub enum LedgerError {
         #[source]
         source: sled::Error,
     },
+    #[error(
+        "the ledger in {dir} was written by a newer inboxd (ledger schema {found}; this version \
+         reads schema {supported} and older): run the newer inboxd again, or move that folder \
+         away to start a new ledger (an identical file dropped again is then uploaded again)"
+    )]
+    Newer {
+        dir: PathBuf,
+        found: String,
+        supported: u32,
+    },
     #[error("ledger I/O error: {0}")]
     Io(#[from] sled::Error),
     #[error("ledger record is unreadable: {0}")]
@@ -131,6 +141,30 @@ impl Ledger {
                 dir: dir.to_path_buf(),
                 source,
             })?;
+        // Refuse a ledger from a newer release rather than misread (and then overwrite) records
+        // whose meaning changed; an older schema is read as it is and marked current.
+        let found = db.get("schema")?;
+        let found = found
+            .as_deref()
+            .map(|b| <[u8; 4]>::try_from(b).map(u32::from_be_bytes));
+        match found {
+            None | Some(Ok(RECORD_VERSION)) => {}
+            Some(Ok(v)) if v < RECORD_VERSION => {}
+            Some(Ok(v)) => {
+                return Err(LedgerError::Newer {
+                    dir: dir.to_path_buf(),
+                    found: v.to_string(),
+                    supported: RECORD_VERSION,
+                });
+            }
+            Some(Err(_)) => {
+                return Err(LedgerError::Newer {
+                    dir: dir.to_path_buf(),
+                    found: "unknown".to_owned(),
+                    supported: RECORD_VERSION,
+                });
+            }
+        }
         let files = db.open_tree("files")?;
         let abandoned = db.open_tree("abandoned")?;
         db.insert("schema", &RECORD_VERSION.to_be_bytes())?;
@@ -312,6 +346,32 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some("in/a/b.pdf"));
         assert!(l.get("scans", "a/b.pdf", Some("cd")).unwrap().is_none());
         assert_eq!(l.records().count(), 1);
+    }
+
+    #[test]
+    fn a_ledger_of_a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Ledger::open(dir.path()).unwrap());
+        {
+            let db = sled::open(dir.path().join("ledger")).unwrap();
+            db.insert("schema", &(RECORD_VERSION + 1).to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Ledger::open(dir.path())
+            .err()
+            .expect("a newer ledger was opened");
+        let msg = err.to_string();
+        assert!(matches!(err, LedgerError::Newer { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("schema {}", RECORD_VERSION + 1)),
+            "{msg}"
+        );
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        // Refused without writing: the newer release still finds its own schema.
+        let db = sled::open(dir.path().join("ledger")).unwrap();
+        let schema = db.get("schema").unwrap().unwrap();
+        assert_eq!(schema.as_ref(), &(RECORD_VERSION + 1).to_be_bytes());
     }
 
     #[tokio::test]
