@@ -5,8 +5,8 @@ mod support;
 
 use support::s3::TestS3;
 use support::{
-    BUCKET, CliOutput, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
-    toml_str,
+    BUCKET, CliOutput, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq,
+    assert_object, content, toml_str,
 };
 
 /// Runs `inboxd once` with this config (and env) and expects exit 2 with every `needles` in
@@ -178,17 +178,29 @@ async fn bad_env_override_is_rejected_naming_the_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_override_is_applied() {
-    // The same variable with a valid value is accepted (the rejection above is about the value).
-    let s3 = TestS3::start().await;
-    let daemon = Daemon::new(&s3, Setup::new());
+    // The config file names one server, the environment another: the file must reach the
+    // one the environment names, so the override provably took effect.
+    let in_file = TestS3::start().await;
+    let in_env = TestS3::start().await;
+    let daemon = Daemon::new(&in_file, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let bytes = content(7, 20_000);
+    inbox.drop("over.pdf", &bytes);
     let config = daemon.config.to_string_lossy().into_owned();
     let out = daemon
         .cli(
             &["once", "--config", &config],
-            &[("INBOXD_UPLOAD__CONCURRENCY", "2")],
+            &[("INBOXD_S3__ENDPOINT", in_env.endpoint())],
         )
         .await;
     assert_eq!(out.code(), Some(0), "{out}");
+    inbox.assert_done("over.pdf", &bytes);
+    assert_object(&in_env, &inbox.key("over.pdf"), &bytes).await;
+    assert_eq!(
+        in_file.list(BUCKET).await,
+        Vec::<String>::new(),
+        "objects at the endpoint the environment overrode"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,14 @@ mod tests {
         assert!(shm.is_dir(), "this test needs /dev/shm (tmpfs)");
         let src_dir = tempfile::tempdir().unwrap();
         let dst_dir = tempfile::tempdir_in(shm).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert_ne!(
+            dev(src_dir.path()),
+            dev(dst_dir.path()),
+            "the temporary folder and /dev/shm are one file system here: this test would not \
+             cross file systems (set TMPDIR to a disk-backed folder)"
+        );
         std::fs::write(dst_dir.path().join("a.pdf"), b"earlier").unwrap();
         let src = src_dir.path().join("a.pdf");
         std::fs::write(&src, b"new content").unwrap();
