@@ -104,7 +104,7 @@ settle = "1s"
         endpoint = server.endpoint(),
         config = config.display()
     );
-    match inboxd::pipeline::run(settings, inboxd::watch::Mode::Daemon, intake, rescan).await {
+    match inboxd::pipeline::run(settings, inboxd::run::Mode::Daemon, intake, rescan).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("quickstart: {e}");

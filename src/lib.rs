@@ -12,6 +12,10 @@
 //! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
 //!
+//! Every stage imports only the types of the stages before it. Run-wide state that all of them
+//! read, the [`run::Mode`] (daemon or one sweep) and the [`run::Stats`] counters, lives in
+//! [`run`].
+//!
 //! [`claims`] is the small shared registry that keeps a file from being taken twice while it
 //! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
 //! cancellation and reload requests; [`telemetry`] sets up logging. The pipeline also runs an
@@ -23,6 +27,7 @@ pub mod config;
 pub mod finish;
 pub mod ledger;
 pub mod pipeline;
+pub mod run;
 pub mod settle;
 pub mod shutdown;
 pub mod telemetry;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use inboxd::config::Settings;
-use inboxd::finish::Stats;
-use inboxd::watch::Mode;
+use inboxd::run::Mode;
+use inboxd::run::Stats;
 
 #[derive(Parser)]
 #[command(

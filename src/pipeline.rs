@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claims::Claims;
 use crate::config::Settings;
-use crate::finish::{FinishStage, Stats};
+use crate::finish::FinishStage;
 use crate::ledger::{Ledger, LedgerError};
+use crate::run::{Mode, Stats};
 use crate::settle::{Ignore, SettleStage};
 use crate::upload::UploadStage;
-use crate::watch::{Mode, WatchError, WatchStage};
+use crate::watch::{WatchError, WatchStage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

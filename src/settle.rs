@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claims::{Busy, Claims};
 use crate::config::InboxSettings;
-use crate::watch::{Candidate, Mode};
+use crate::run::Mode;
+use crate::watch::Candidate;
 
 /// Names that are never uploaded: temporary and lock files of common programs. Hidden files
 /// and folders (a leading '.') are ignored as well, see [`Ignore::is_ignored`].

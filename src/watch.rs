@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{InboxSettings, WatchMode, WatchSettings};
+use crate::run::Mode;
 
 /// A path in inbox number `inbox` that may be a new or changed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +40,6 @@ pub enum WatchError {
         #[source]
         source: notify::Error,
     },
-}
-
-/// How the stage runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Watch until shut down.
-    Daemon,
-    /// One sweep of every inbox, then end (`inboxd once`).
-    Once,
 }
 
 /// One raw notification from a watcher thread, tagged with its inbox.

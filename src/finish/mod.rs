@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -17,51 +17,11 @@ use crate::batch::BatchInfo;
 use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
+use crate::run::{Mode, Stats};
 use crate::upload::{FileResult, Outcome, Report};
-use crate::watch::Mode;
 
 mod moves;
 pub use moves::move_no_clobber;
-
-/// Counters over the whole run (for `inboxd once`'s exit code and the final log line).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub uploaded: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub failed: AtomicU64,
-    /// Left in the inbox: deferred, changed while processed, or interrupted by shutdown.
-    pub left: AtomicU64,
-    busy: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
-}
-
-impl Stats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
-    /// A file reached the upload stage (the first one starts the busy period).
-    pub fn mark_started(&self) {
-        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if b.0.is_none() {
-            b.0 = Some(Instant::now());
-        }
-    }
-
-    fn mark_finished(&self) {
-        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        b.1 = Some(Instant::now());
-    }
-
-    /// From the first file reaching upload to the last outcome recorded: the upload phase,
-    /// without settle time (for the benchmark and the final log line).
-    pub fn busy(&self) -> Option<Duration> {
-        let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        match *b {
-            (Some(from), Some(until)) => Some(until.saturating_duration_since(from)),
-            _ => None,
-        }
-    }
-}
 
 /// Outcomes taken together at most (one ledger flush each).
 const GROUP: usize = 256;

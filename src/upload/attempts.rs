@@ -8,8 +8,8 @@ use super::s3::{self, Disposition, Put, PutError};
 use super::{FileResult, Shared, backoff, changed_since, keys, multipart};
 use crate::config::{InboxSettings, OnConflict};
 use crate::ledger::{AbandonedObject, Record};
+use crate::run::Mode;
 use crate::settle::ReadyFile;
-use crate::watch::Mode;
 
 /// How a file's bytes go up.
 #[derive(Clone)]

@@ -27,8 +27,8 @@ use tracing::Instrument;
 use crate::batch::{BatchInfo, Batched};
 use crate::config::{InboxSettings, UploadSettings};
 use crate::ledger::{Ledger, Record, State};
+use crate::run::Mode;
 use crate::settle::{Kind, ReadyFile, Signature};
-use crate::watch::Mode;
 use attempts::{Body, upload_loop};
 use pause::Pause;
 
@@ -111,7 +111,7 @@ pub struct UploadStage {
     pub mode: Mode,
     pub intake: CancellationToken,
     pub abort: CancellationToken,
-    pub stats: Arc<crate::finish::Stats>,
+    pub stats: Arc<crate::run::Stats>,
 }
 
 impl UploadStage {

@@ -1,0 +1,55 @@
+//! Run-wide state that every stage reads: how the pipeline runs ([`Mode`]) and what it has
+//! done so far ([`Stats`]). Kept apart from the stages so that no stage imports another one
+//! for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch until shut down (`inboxd run`).
+    Daemon,
+    /// One sweep of every inbox, then end (`inboxd once`).
+    Once,
+}
+
+/// Counters over the whole run (for `inboxd once`'s exit code and the final log line).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub uploaded: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub failed: AtomicU64,
+    /// Left in the inbox: deferred, changed while processed, or interrupted by shutdown.
+    pub left: AtomicU64,
+    busy: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
+}
+
+impl Stats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// A file reached the upload stage (the first one starts the busy period).
+    pub fn mark_started(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if b.0.is_none() {
+            b.0 = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn mark_finished(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        b.1 = Some(Instant::now());
+    }
+
+    /// From the first file reaching upload to the last outcome recorded: the upload phase,
+    /// without settle time (for the benchmark and the final log line).
+    pub fn busy(&self) -> Option<Duration> {
+        let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        match *b {
+            (Some(from), Some(until)) => Some(until.saturating_duration_since(from)),
+            _ => None,
+        }
+    }
+}
