@@ -184,6 +184,9 @@ pub(super) async fn upload_loop(
                 // The bytes were damaged on the way; sending again is the cure.
                 Disposition::Retry
             }
+            // The multipart code turns these into a fresh upload or a look at the key before
+            // they get here; should one arrive, a new attempt starts a new upload.
+            Disposition::UploadGone | Disposition::PartsMissing => Disposition::Retry,
             d => d,
         };
 
@@ -192,7 +195,11 @@ pub(super) async fn upload_loop(
             pause.probe_inconclusive();
         }
         match disposition {
-            Disposition::Retry | Disposition::AlreadyExists | Disposition::BadDigest => {
+            Disposition::Retry
+            | Disposition::AlreadyExists
+            | Disposition::BadDigest
+            | Disposition::UploadGone
+            | Disposition::PartsMissing => {
                 transient += 1;
                 if transient >= sh.settings.max_attempts {
                     return (

@@ -193,7 +193,7 @@ pub(super) async fn send(
     drop(parts);
     match failure {
         None => {}
-        Some(PutError::S3(f)) if f.message.starts_with("NoSuchUpload") => {
+        Some(PutError::S3(f)) if f.disposition == Disposition::UploadGone => {
             // The upload is gone (aborted by a lifecycle rule or by hand): start over.
             rec.upload_id = None;
             rec.parts.clear();
@@ -258,7 +258,7 @@ pub(super) async fn send(
         }
         Err(e) => {
             let f = s3_failure(&e);
-            if e.code() == Some("NoSuchUpload") {
+            if f.disposition == Disposition::UploadGone {
                 // Completed already (an earlier answer was lost) or gone: either way this
                 // upload id is finished. Let the caller look at what the key holds.
                 rec.upload_id = None;
@@ -269,7 +269,7 @@ pub(super) async fn send(
                     message: f.message,
                 }));
             }
-            if matches!(e.code(), Some("InvalidPart" | "InvalidPartOrder")) {
+            if f.disposition == Disposition::PartsMissing {
                 // The server does not have the parts the ledger remembers (it lost them, or
                 // they expired): this upload cannot be completed. Start a fresh one rather
                 // than fail a file that is perfectly fine.
@@ -347,11 +347,7 @@ async fn upload_part(
             Ok(out) => return Ok((n, out.e_tag().unwrap_or_default().to_owned())),
             Err(e) => e,
         };
-        let mut f = s3_failure(&e);
-        if e.code() == Some("NoSuchUpload") {
-            f.message = format!("NoSuchUpload: {}", f.message);
-            return Err(PutError::S3(f));
-        }
+        let f = s3_failure(&e);
         if f.disposition != Disposition::Retry {
             return Err(PutError::S3(f));
         }
@@ -391,10 +387,13 @@ pub(super) async fn abort_recorded(
         .await
     {
         Ok(_) => tracing::info!(key, "aborted an unfinished multipart upload"),
-        Err(e) if e.code() == Some("NoSuchUpload") => {}
         Err(e) => {
-            tracing::warn!(key, upload_id = %id, error = %s3_failure(&e),
-                "cannot abort an unfinished multipart upload; it may remain in the bucket until a lifecycle rule removes it");
+            let f = s3_failure(&e);
+            // Gone already is what an abort wants: nothing to say.
+            if f.disposition != Disposition::UploadGone {
+                tracing::warn!(key, upload_id = %id, error = %f,
+                    "cannot abort an unfinished multipart upload; it may remain in the bucket until a lifecycle rule removes it");
+            }
         }
     }
     if let Err(e) = ledger.put(rec) {

@@ -28,6 +28,12 @@ pub enum Disposition {
     FatalConfig,
     /// This file can never be uploaded as it is (e.g. 400 InvalidArgument, EntityTooLarge).
     Permanent,
+    /// NoSuchUpload: the multipart upload no longer exists (completed already, or aborted by
+    /// hand or by a lifecycle rule). Only multipart calls get it; they decide what it means.
+    UploadGone,
+    /// InvalidPart / InvalidPartOrder on completion: the server lacks parts the ledger
+    /// remembers (lost or expired). That upload cannot be completed; a fresh one can.
+    PartsMissing,
 }
 
 /// The kind of failure below the HTTP status, as far as it matters for classification.
@@ -52,6 +58,8 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
     match (status, code) {
         (Some(412), _) | (_, Some("PreconditionFailed")) => AlreadyExists,
         (_, Some("BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest")) => BadDigest,
+        (_, Some("NoSuchUpload")) => UploadGone,
+        (_, Some("InvalidPart" | "InvalidPartOrder")) => PartsMissing,
         (_, Some("ConditionalRequestConflict")) => Retry,
         (
             _,
@@ -354,6 +362,18 @@ mod tests {
         assert_eq!(
             classify(Response, Some(400), Some("KeyTooLongError")),
             Permanent
+        );
+        assert_eq!(
+            classify(Response, Some(404), Some("NoSuchUpload")),
+            UploadGone
+        );
+        assert_eq!(
+            classify(Response, Some(400), Some("InvalidPart")),
+            PartsMissing
+        );
+        assert_eq!(
+            classify(Response, Some(400), Some("InvalidPartOrder")),
+            PartsMissing
         );
     }
 }
