@@ -98,6 +98,16 @@ async fn inbox_without_bucket_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_without_a_closing_slash_is_rejected() {
+    // "team" + a folder "-hr" would write into the key space of a prefix "team-hr/".
+    reject_setup(
+        Setup::new().inbox_set("prefix", "\"team\""),
+        &["inbox[0].prefix", "must end with '/'"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_inbox_names_are_rejected() {
     reject_setup(
         Setup::new().inboxes(2).inbox_set("name", "\"twin\""),

@@ -426,7 +426,7 @@ pub async fn cleanup(
         .ok()
         .flatten();
         if same.is_none() {
-            tracing::info!(inbox = %rec.inbox, path = %rec.rel_path,
+            tracing::info!(inbox = %rec.inbox, path = %crate::telemetry::escape(&rec.rel_path),
                 "the file of an interrupted multipart upload is gone or changed; aborting that upload");
             let bucket = rec.bucket.clone();
             abort_recorded(client, ledger, &bucket, &mut rec).await;
