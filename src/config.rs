@@ -527,14 +527,16 @@ impl Settings {
         })
     }
 
-    /// Checks what can only be checked on this machine: the inbox folders exist.
+    /// Checks what can only be checked on this machine: no inbox path names something that
+    /// is not a folder. A missing inbox folder is not an error here (a share that is not
+    /// mounted yet): the daemon reports it and takes the inbox up when the folder appears.
     pub fn check_paths(&self) -> Result<(), ConfigError> {
         for (i, inbox) in self.inboxes.iter().enumerate() {
-            if !inbox.path.is_dir() {
+            if inbox.path.exists() && !inbox.path.is_dir() {
                 return Err(ConfigError::in_file(
                     &self.file,
                     format!(
-                        "key `inbox[{i}].path`: {} is not an existing folder (is the share mounted?)",
+                        "key `inbox[{i}].path`: {} is not a folder",
                         inbox.path.display()
                     ),
                 ));

@@ -333,6 +333,9 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
         let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
             continue; // an inbox no longer configured: leave its records as they are
         };
+        if !inbox.path.is_dir() {
+            continue; // its share is not mounted: a missing folder says nothing about its files
+        }
         if std::fs::symlink_metadata(inbox.path.join(&rec.rel_path)).is_ok() {
             continue;
         }

@@ -406,6 +406,10 @@ pub async fn cleanup(
             abort_recorded(client, ledger, &rec.bucket.clone(), &mut rec).await;
             continue;
         };
+        if !inbox.path.is_dir() {
+            // Its share is not mounted: the file may well be there later; keep the upload.
+            continue;
+        }
         let path = inbox.path.join(&rec.rel_path);
         let want = rec.sha256.clone();
         let size = rec.size;
