@@ -449,6 +449,14 @@ impl Settings {
                     "must not start with '/' (S3 keys have no leading slash)",
                 ));
             }
+            // Without the closing '/', one inbox could write into another's key space:
+            // prefix "team" and a folder "-hr" in its inbox give the key "team-hr/x".
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                return Err(err(
+                    &key("prefix"),
+                    &format!("must end with '/' (for example {:?})", format!("{prefix}/")),
+                ));
+            }
             let settle = ri.settle.unwrap_or(Duration::from_secs(2));
             let ignore = ri.ignore.unwrap_or_default();
             for pat in &ignore {
@@ -519,14 +527,16 @@ impl Settings {
         })
     }
 
-    /// Checks what can only be checked on this machine: the inbox folders exist.
+    /// Checks what can only be checked on this machine: no inbox path names something that
+    /// is not a folder. A missing inbox folder is not an error here (a share that is not
+    /// mounted yet): the daemon reports it and takes the inbox up when the folder appears.
     pub fn check_paths(&self) -> Result<(), ConfigError> {
         for (i, inbox) in self.inboxes.iter().enumerate() {
-            if !inbox.path.is_dir() {
+            if inbox.path.exists() && !inbox.path.is_dir() {
                 return Err(ConfigError::in_file(
                     &self.file,
                     format!(
-                        "key `inbox[{i}].path`: {} is not an existing folder (is the share mounted?)",
+                        "key `inbox[{i}].path`: {} is not a folder",
                         inbox.path.display()
                     ),
                 ));
@@ -678,6 +688,18 @@ bucket = "b"
         let e =
             load_str(&GOOD.replace("bucket = \"b\"", "bucket = \"b\"\nbukcet = 1")).unwrap_err();
         assert!(e.to_string().contains("inbox[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_prefix_must_end_with_a_slash() {
+        let with = |p: &str| {
+            load_str(&GOOD.replace("bucket = \"b\"", &format!("bucket = \"b\"\nprefix = {p:?}")))
+        };
+        let e = with("team").unwrap_err();
+        assert!(e.to_string().contains("inbox[0].prefix"), "{e}");
+        assert!(e.to_string().contains("\"team/\""), "{e}");
+        assert_eq!(with("team/").unwrap().inboxes[0].prefix, "team/");
+        assert_eq!(with("").unwrap().inboxes[0].prefix, "");
     }
 
     #[test]

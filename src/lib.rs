@@ -18,7 +18,8 @@
 //!
 //! [`claims`] is the small shared registry that keeps a file from being taken twice while it
 //! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
-//! cancellation and reload requests; [`telemetry`] sets up logging. The pipeline also runs an
+//! cancellation and reload requests; [`telemetry`] sets up logging (and escapes names for it);
+//! [`mounts`] tells whether moving to done/ or failed/ can be a rename. The pipeline also runs an
 //! hourly upkeep task (ledger pruning, idle multipart uploads).
 
 pub mod batch;
@@ -26,6 +27,7 @@ pub mod claims;
 pub mod config;
 pub mod finish;
 pub mod ledger;
+pub mod mounts;
 pub mod pipeline;
 pub mod run;
 pub mod settle;

@@ -152,6 +152,9 @@ async fn run_until_stopped(
                 reloaded.clone(),
             ))
         });
+        // `once` cannot do its job for an inbox whose folder is missing (the watch stage
+        // says so in the log): that run is not a success.
+        let skipped = mode == Mode::Once && settings.inboxes.iter().any(|i| !i.path.is_dir());
         let result = inboxd::pipeline::run(settings.clone(), mode, intake, rescan).await;
         if let Some(r) = reloader {
             r.abort();
@@ -172,7 +175,7 @@ async fn run_until_stopped(
             }
             _ => {}
         }
-        let incomplete = Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0;
+        let incomplete = Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0 || skipped;
         return if mode == Mode::Once && incomplete {
             ExitCode::FAILURE
         } else {
@@ -225,7 +228,7 @@ async fn check(settings: Settings) -> ExitCode {
         let mut problems = Vec::new();
         if !inbox.path.is_dir() {
             problems.push(format!(
-                "inbox folder {} does not exist",
+                "inbox folder {} does not exist (is the share mounted?)",
                 inbox.path.display()
             ));
         }
@@ -240,15 +243,16 @@ async fn check(settings: Settings) -> ExitCode {
             problems.push(e);
         }
         if problems.is_empty() {
-            let notes: String = [("done_dir", &inbox.done_dir), ("failed_dir", &inbox.failed_dir)]
-                .into_iter()
-                .filter(|(_, dir)| !same_file_system(&inbox.path, dir))
-                .map(|(key, _)| {
-                    format!(
-                        "; note: {key} is on another file system, so files are copied there, not renamed"
-                    )
-                })
-                .collect();
+            let notes: String = [
+                ("done_dir", &inbox.done_dir),
+                ("failed_dir", &inbox.failed_dir),
+            ]
+            .into_iter()
+            .filter_map(|(key, dir)| {
+                let what = inboxd::mounts::apart(&inbox.path, dir)?.describe()?;
+                Some(format!("; note: {key} {what}"))
+            })
+            .collect();
             println!(
                 "ok    {}  {}  -> {target}  (reachable, credentials accepted, writable{notes})",
                 inbox.name,
@@ -268,23 +272,6 @@ async fn check(settings: Settings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Whether `dir` (or, while it does not exist, its nearest existing parent) is on the same
-/// file system as `inbox`; true when either cannot be examined (nothing useful to say then).
-fn same_file_system(inbox: &std::path::Path, dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let mut probe = dir;
-    while !probe.exists() {
-        match probe.parent() {
-            Some(p) => probe = p,
-            None => return true,
-        }
-    }
-    match (std::fs::metadata(inbox), std::fs::metadata(probe)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => true,
     }
 }
 

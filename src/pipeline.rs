@@ -58,11 +58,23 @@ pub async fn run(
     rescan_now: Arc<Notify>,
 ) -> Result<Arc<Stats>, PipelineError> {
     for inbox in &settings.inboxes {
-        for dir in [&inbox.done_dir, &inbox.failed_dir] {
+        if !inbox.path.is_dir() {
+            // A share not mounted yet (watch reports it): its done/ and failed/ would be
+            // created on the disk under the mount point. They are made by the first move.
+            continue;
+        }
+        for (key, dir) in [
+            ("done_dir", &inbox.done_dir),
+            ("failed_dir", &inbox.failed_dir),
+        ] {
             std::fs::create_dir_all(dir).map_err(|source| PipelineError::Dir {
                 path: dir.clone(),
                 source,
             })?;
+            // Said here because only the daemon itself sees its sandbox's mounts.
+            if let Some(what) = crate::mounts::apart(&inbox.path, dir).and_then(|a| a.describe()) {
+                tracing::warn!(inbox = %inbox.name, dir = %dir.display(), "{key} {what}");
+            }
         }
     }
     let ledger = Ledger::open(&settings.state_dir)?;

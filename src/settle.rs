@@ -6,7 +6,7 @@
 //! for writing is not complete either: its writer may only be pausing.
 //!
 //! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
-//! `*.part`, `~$*`, …) are skipped here, and zero-byte files wait until they grow.
+//! `*.part`, `~$*`, `Thumbs.db`, … in any component of the path) are skipped here, and zero-byte files wait until they grow.
 //!
 //! In daemon mode a file stays in view while it is in flight, so that a file handed back
 //! (deferred, inbox paused, changed during upload) is offered again exactly when its claim
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +28,28 @@ use crate::config::InboxSettings;
 use crate::run::Mode;
 use crate::watch::Candidate;
 
-/// Names that are never uploaded: temporary and lock files of common programs. Hidden files
-/// and folders (a leading '.') are ignored as well, see [`Ignore::is_ignored`].
-pub const DEFAULT_IGNORES: &[&str] = &["*.tmp", "*.part", "*.crdownload", "~$*", ".~lock*"];
+/// Names that are never uploaded: temporary, partial-download and lock files of common
+/// programs, and the metadata that file servers and desktops leave in shared folders (Windows
+/// thumbnails and folder settings, macOS Finder data, recycle bins of Windows, Synology and
+/// Samba, Synology's thumbnail folders). Matched case-insensitively against every component of
+/// the path, so a folder with such a name hides everything in it. Hidden files and folders (a
+/// leading '.') are ignored as well, see [`Ignore::is_ignored`].
+pub const DEFAULT_IGNORES: &[&str] = &[
+    "*.tmp",
+    "~*.tmp",
+    "*.part",
+    "*.partial",
+    "*.filepart",
+    "*.crdownload",
+    "~$*",
+    ".~lock*",
+    "Thumbs.db",
+    "desktop.ini",
+    ".DS_Store",
+    "$RECYCLE.BIN",
+    "@eaDir",
+    "#recycle",
+];
 
 /// What settle knows about a file when it hands it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,24 +105,20 @@ impl Ignore {
             .copied()
             .chain(extra.iter().map(String::as_str))
         {
-            b.add(Glob::new(pat)?);
+            // Case-insensitive: files arrive from Windows and macOS clients, whose file
+            // systems do not tell `X.TMP` from `x.tmp`.
+            b.add(GlobBuilder::new(pat).case_insensitive(true).build()?);
         }
         Ok(Ignore { names: b.build()? })
     }
 
-    /// `rel` is relative to the inbox. Hidden folders hide everything inside them.
+    /// `rel` is relative to the inbox. Every component is matched, so an ignored or hidden
+    /// folder (`@eaDir/`, `$RECYCLE.BIN/`, `.git/`) hides everything inside it.
     pub fn is_ignored(&self, rel: &Path) -> bool {
-        let mut comps = rel.components().peekable();
-        while let Some(c) = comps.next() {
+        rel.components().any(|c| {
             let name = c.as_os_str();
-            if name.as_encoded_bytes().first() == Some(&b'.') {
-                return true;
-            }
-            if comps.peek().is_none() && self.names.is_match(name) {
-                return true;
-            }
-        }
-        false
+            name.as_encoded_bytes().first() == Some(&b'.') || self.names.is_match(name)
+        })
     }
 }
 
@@ -379,14 +394,29 @@ mod tests {
         let ig = Ignore::new(&["*.bak".to_string()]).unwrap();
         for name in [
             "a.tmp",
+            "A.TMP",
+            "~WRL0001.tmp",
             "x/y.part",
+            "y.PART",
+            "big.iso.partial",
+            "upload.filepart",
             "~$report.docx",
             ".~lock.report.odt#",
             ".hidden",
             ".git/config",
             "sub/.cache/file.pdf",
             "old.bak",
+            "OLD.BAK",
             "d.crdownload",
+            "Thumbs.db",
+            "scans/thumbs.DB",
+            "Desktop.ini",
+            ".DS_Store",
+            "$RECYCLE.BIN/S-1-5-21/$R1.pdf",
+            "$Recycle.Bin/x.pdf",
+            "2024/@eaDir/a.pdf/SYNOFILE_THUMB_M.jpg",
+            "#recycle/a.pdf",
+            "old.bak/inside.pdf",
         ] {
             assert!(ig.is_ignored(Path::new(name)), "{name} should be ignored");
         }
@@ -396,6 +426,9 @@ mod tests {
             "part.txt",
             "März/Übersicht.pdf",
             "a.tmp.pdf",
+            "Thumbs.db.pdf",
+            "recycle/a.pdf",
+            "eaDir/a.pdf",
         ] {
             assert!(!ig.is_ignored(Path::new(name)), "{name} should be uploaded");
         }

@@ -1,11 +1,21 @@
 //! Logging: tracing to stdout (plain lines without colours or timestamps under journald,
 //! which adds its own), optionally JSON, plus optional daily rolling JSON files via
 //! tracing-appender. `RUST_LOG` overrides the configured level.
+//!
+//! Anyone who can write into an inbox chooses file names, and names reach log lines and
+//! reason files. [`escape`] makes a name safe to print; as a second line of defence the text
+//! format turns any line break left in a field into `\n`, so one event is always one line
+//! (JSON output escapes control characters by itself).
 
+use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -36,11 +46,13 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
             .with_span_list(false)
             .boxed(),
         LogFormat::Text if journald => fmt::layer()
+            .fmt_fields(OneLine::default())
             .with_ansi(false)
             .without_time()
             .with_target(false)
             .boxed(),
         LogFormat::Text => fmt::layer()
+            .fmt_fields(OneLine::default())
             .with_ansi(std::io::stdout().is_terminal())
             .with_target(false)
             .boxed(),
@@ -73,4 +85,117 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
     Ok(guard)
+}
+
+/// A file name or path (or any text that came from outside) made safe for one log field or
+/// one line of a reason file: control characters (line breaks, tabs, ESC, DEL, C1), Unicode
+/// line and paragraph separators and bidirectional overrides are written as `\n`, `\t` or
+/// `\u{..}`, bytes that are not UTF-8 as `\xNN`, and a backslash as `\\`, so the escaped
+/// form is unambiguous. Everything else, including non-ASCII letters, is kept as it is.
+///
+/// Hand-written rather than `str::escape_debug`: that one also escapes quotes and would
+/// print `O'Brien.pdf` as `O\'Brien.pdf`, and it cannot show bytes that are not UTF-8.
+pub fn escape(name: &(impl AsRef<OsStr> + ?Sized)) -> String {
+    let bytes = name.as_ref().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if needs_escape(c) => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Characters that can break a line or change how the text around them is displayed.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The default `key=value` field format, with every line break inside a value written as
+/// `\n` or `\r`: whatever a field holds, one event stays one line of text.
+#[derive(Default)]
+struct OneLine(DefaultFields);
+
+impl<'w> FormatFields<'w> for OneLine {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut guard = NoLineBreaks(&mut writer);
+        self.0.format_fields(Writer::new(&mut guard), fields)
+    }
+}
+
+/// Passes text through, replacing line breaks.
+struct NoLineBreaks<'a, 'w>(&'a mut Writer<'w>);
+
+impl std::fmt::Write for NoLineBreaks<'_, '_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']) {
+            self.0.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or('\n');
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn escape_keeps_ordinary_names_and_escapes_the_rest() {
+        assert_eq!(
+            escape("Rechnungen/März/Übersicht 東京 O'Brien.pdf"),
+            "Rechnungen/März/Übersicht 東京 O'Brien.pdf"
+        );
+        assert_eq!(escape("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(
+            escape("a\r\tb\u{1b}[31m\u{7f}"),
+            "a\\r\\tb\\u{1b}[31m\\u{7f}"
+        );
+        assert_eq!(
+            escape("x\u{2028}y\u{202e}fdp.exe"),
+            "x\\u{2028}y\\u{202e}fdp.exe"
+        );
+        // A literal backslash-n in a name stays distinguishable from a newline.
+        assert_eq!(escape("a\\nb"), "a\\\\nb");
+        assert_eq!(
+            escape(OsStr::from_bytes(b"bad\xff\xfe.pdf")),
+            "bad\\xff\\xfe.pdf"
+        );
+        assert_eq!(escape(std::path::Path::new("dir/file.pdf")), "dir/file.pdf");
+    }
+
+    #[test]
+    fn text_fields_never_break_the_line() {
+        let mut out = String::new();
+        let mut w = Writer::new(&mut out);
+        let mut guard = NoLineBreaks(&mut w);
+        guard.write_str("path=a\nINFO forged\r\u{2028}end").unwrap();
+        assert_eq!(out, "path=a\\nINFO forged\\r\\u{2028}end");
+    }
 }

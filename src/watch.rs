@@ -67,30 +67,93 @@ pub struct WatchStage {
 
 impl WatchStage {
     /// Starts the kernel watchers (daemon mode). Done before the stage runs so that a watch
-    /// problem stops the daemon at startup with a clear message.
+    /// problem stops the daemon at startup with a clear message. An inbox whose folder is
+    /// missing (a share not mounted yet) does not stop the others: it is reported once and
+    /// looked for again at every rescan, see [`WatchStage::check_presence`].
     pub fn start_watchers(&self) -> Result<Watchers, WatchError> {
         let (tx, rx) = mpsc::channel(RAW_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut watchers = Vec::new();
+        let mut missing = Vec::new();
         for (idx, inbox) in self.inboxes.iter().enumerate() {
-            if self.mode == Mode::Once || !uses_events(inbox) {
-                if self.mode == Mode::Daemon {
-                    tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
-                        interval = ?self.settings.poll_interval, "watching by polling");
+            let absent = !inbox.path.is_dir();
+            if absent {
+                if self.mode == Mode::Once {
+                    tracing::warn!(inbox = %inbox.name, path = %inbox.path.display(),
+                        "the inbox folder is missing (is the share mounted?); this inbox is skipped in this run");
+                } else {
+                    tracing::warn!(inbox = %inbox.name, path = %inbox.path.display(), rescan = ?self.settings.rescan,
+                        "the inbox folder is missing (is the share mounted?); the other inboxes run, and this one is taken up when its folder appears");
                 }
                 watchers.push(None);
-                continue;
+            } else {
+                watchers.push(self.watch_one(idx, &tx, &overflowed)?);
             }
-            let w = watch_inbox(idx, inbox, &tx, &overflowed)?;
-            tracing::info!(inbox = %inbox.name, path = %inbox.path.display(), "watching with kernel events");
-            watchers.push(Some(w));
+            missing.push(absent);
         }
         Ok(Watchers {
             watchers,
+            missing,
             raw: rx,
             overflowed,
             tx,
         })
+    }
+
+    /// Starts watching inbox `idx` with kernel events, or returns `None` when it is polled.
+    fn watch_one(
+        &self,
+        idx: usize,
+        tx: &mpsc::Sender<Raw>,
+        overflowed: &Arc<AtomicBool>,
+    ) -> Result<Option<Watched>, WatchError> {
+        let inbox = &self.inboxes[idx];
+        if self.mode == Mode::Once || !uses_events(inbox) {
+            if self.mode == Mode::Daemon {
+                tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
+                    interval = ?self.settings.poll_interval, "watching by polling");
+            }
+            return Ok(None);
+        }
+        let w = watch_inbox(idx, inbox, tx, overflowed)?;
+        tracing::info!(inbox = %inbox.name, path = %inbox.path.display(), "watching with kernel events");
+        Ok(Some(w))
+    }
+
+    /// Inbox folders come and go with their shares. Before every full rescan: a missing one
+    /// that is there now is watched (and the rescan sweeps it); one that has gone is reported
+    /// once and skipped until it is back, instead of a failed walk at every look.
+    fn check_presence(
+        &self,
+        watchers: &mut [Option<Watched>],
+        missing: &mut [bool],
+        tx: &mpsc::Sender<Raw>,
+        overflowed: &Arc<AtomicBool>,
+    ) {
+        for (idx, inbox) in self.inboxes.iter().enumerate() {
+            let present = inbox.path.is_dir();
+            if present != missing[idx] {
+                continue; // unchanged
+            }
+            missing[idx] = !present;
+            if !present {
+                tracing::warn!(inbox = %inbox.name, path = %inbox.path.display(),
+                    "the inbox folder has gone (share unmounted?); skipping this inbox until it is back");
+                watchers[idx] = None;
+                continue;
+            }
+            tracing::info!(inbox = %inbox.name, path = %inbox.path.display(),
+                "the inbox folder is there now; taking up this inbox");
+            watchers[idx] = match self.watch_one(idx, tx, overflowed) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Polled instead: slower to notice files, but none is missed.
+                    tracing::error!(inbox = %inbox.name, error = %e,
+                        "cannot watch the inbox folder with kernel events; polling it instead");
+                    None
+                }
+            };
+        }
     }
 
     /// An inbox folder that was deleted and created again (or remounted) has lost its watch:
@@ -135,15 +198,14 @@ impl WatchStage {
     ) {
         let Watchers {
             mut watchers,
+            mut missing,
             mut raw,
             overflowed,
             tx,
         } = started;
         // Startup sweep: files present before we started get no events.
-        for idx in 0..self.inboxes.len() {
-            if !self.sweep(idx, &self.inboxes[idx].path, &output).await {
-                return;
-            }
+        if !self.sweep_all("startup", &output, &missing).await {
+            return;
         }
         if self.mode == Mode::Once {
             return;
@@ -156,14 +218,15 @@ impl WatchStage {
         let mut poll = tokio::time::interval(self.settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
-        let polled: Vec<usize> = (0..self.inboxes.len())
-            .filter(|i| watchers.get(*i).is_none_or(Option::is_none))
-            .collect();
         // New folders to sweep a second time, in order of due time.
         let mut resweep: std::collections::VecDeque<(Instant, usize, PathBuf)> =
             std::collections::VecDeque::new();
 
         loop {
+            // Recomputed each time round: a missing inbox that appears may be polled.
+            let polled: Vec<usize> = (0..self.inboxes.len())
+                .filter(|&i| !missing[i] && watchers.get(i).is_none_or(Option::is_none))
+                .collect();
             let ok = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = raw.recv() => match ev {
@@ -171,8 +234,9 @@ impl WatchStage {
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => {
+                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("periodic", &output).await
+                    self.sweep_all("periodic", &output, &missing).await
                 }
                 _ = poll.tick(), if !polled.is_empty() => {
                     let mut ok = true;
@@ -182,8 +246,9 @@ impl WatchStage {
                     ok
                 }
                 _ = self.rescan_now.notified() => {
+                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("requested", &output).await
+                    self.sweep_all("requested", &output, &missing).await
                 }
                 _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
                     match resweep.pop_front() {
@@ -197,7 +262,7 @@ impl WatchStage {
             }
             if overflowed.swap(false, Ordering::Relaxed) {
                 tracing::warn!("file events were dropped (queue full); rescanning every inbox");
-                if !self.sweep_all("overflow", &output).await {
+                if !self.sweep_all("overflow", &output, &missing).await {
                     return;
                 }
             }
@@ -246,10 +311,19 @@ impl WatchStage {
         }
     }
 
-    async fn sweep_all(&self, why: &str, output: &mpsc::Sender<Candidate>) -> bool {
+    /// Sweeps every inbox whose folder is there.
+    async fn sweep_all(
+        &self,
+        why: &str,
+        output: &mpsc::Sender<Candidate>,
+        missing: &[bool],
+    ) -> bool {
         tracing::debug!(reason = why, "rescanning all inboxes");
-        for idx in 0..self.inboxes.len() {
-            if !self.sweep(idx, &self.inboxes[idx].path, output).await {
+        for (idx, inbox) in self.inboxes.iter().enumerate() {
+            if missing[idx] {
+                continue; // reported when it went missing; looked for again at each rescan
+            }
+            if !self.sweep(idx, &inbox.path, output).await {
                 return false;
             }
         }
@@ -275,8 +349,10 @@ impl WatchStage {
 
 /// The running kernel watchers and the queue they feed (opaque outside this module).
 pub struct Watchers {
-    /// One per inbox; `None` for polled inboxes.
+    /// One per inbox; `None` for polled inboxes and missing ones.
     watchers: Vec<Option<Watched>>,
+    /// Per inbox: its folder was not there at the last look.
+    missing: Vec<bool>,
     raw: mpsc::Receiver<Raw>,
     overflowed: Arc<AtomicBool>,
     /// For watchers created later. Also keeps the queue open when no inbox uses kernel

@@ -98,6 +98,16 @@ async fn inbox_without_bucket_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_without_a_closing_slash_is_rejected() {
+    // "team" + a folder "-hr" would write into the key space of a prefix "team-hr/".
+    reject_setup(
+        Setup::new().inbox_set("prefix", "\"team\""),
+        &["inbox[0].prefix", "must end with '/'"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_inbox_names_are_rejected() {
     reject_setup(
         Setup::new().inboxes(2).inbox_set("name", "\"twin\""),
@@ -350,19 +360,20 @@ async fn help_works_and_unknown_subcommand_exits_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_with_a_missing_inbox_folder_fails_instead_of_waiting() {
-    // The config says an inbox "must exist": run stops with an error naming it.
+async fn run_with_an_inbox_path_that_is_a_file_exits_2() {
+    // A missing inbox folder is waited for (tests/sandbox.rs); a path that names a file is a
+    // mistake in the configuration.
     let s3 = TestS3::start().await;
     let mut daemon = Daemon::new(&s3, Setup::new());
     let path = daemon.inbox().path.to_string_lossy().into_owned();
     std::fs::remove_dir(&path).expect("remove inbox");
+    std::fs::write(&path, b"not a folder").expect("write a file in its place");
     daemon.start();
     let status = daemon.wait_exit(TIMEOUT).await;
-    assert!(!status.success(), "inboxd run exited with {status}");
+    assert_eq!(status.code(), Some(2), "inboxd run exited with {status}");
     assert!(
-        daemon.stderr().contains(&path) || daemon.stdout().contains(&path),
-        "the error must name the missing inbox folder {path}\nstdout:\n{}\nstderr:\n{}",
-        daemon.stdout(),
+        daemon.stderr().contains(&path) && daemon.stderr().contains("inbox[0].path"),
+        "the error must name the key and the path {path}\nstderr:\n{}",
         daemon.stderr()
     );
 }

@@ -18,6 +18,7 @@ use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
 use crate::run::{Mode, Stats};
+use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome, Report};
 
 mod moves;
@@ -139,16 +140,16 @@ impl FinishStage {
                 match move_no_clobber(path, &inbox.failed_dir, &o.file.rel) {
                     Ok(dest) => {
                         if let Err(e) = write_reason(&dest, inbox, o, reason) {
-                            tracing::error!(dest = %dest.display(), error = %e,
+                            tracing::error!(dest = %escape(&dest), error = %e,
                                 "cannot write the reason file; the reason is in the ledger");
                         }
-                        tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
-                            dest = %dest.display(), "failed; moved to failed/");
+                        tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
+                            dest = %escape(&dest), "failed; moved to failed/");
                         self.finished(rec, State::Failed, dest);
                         self.claims.release(path);
                     }
                     Err(e) => {
-                        tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                        tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                             error = %e, "failed, and cannot move the file to failed/; it stays in the inbox");
                         self.claims.defer(path, Instant::now() + self.retry_later);
                     }
@@ -157,10 +158,10 @@ impl FinishStage {
             FileResult::Deferred { reason } => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
                 if self.mode == Mode::Once {
-                    tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                    tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                         "not uploaded now; left in the inbox for the next run");
                 } else {
-                    tracing::warn!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                    tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                         retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
                 }
                 self.claims.defer(path, Instant::now() + self.retry_later);
@@ -168,19 +169,19 @@ impl FinishStage {
             FileResult::Paused { reason, until } => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
                 // The pause itself is logged once (and at each failed probe); per file, debug.
-                tracing::debug!(inbox = %inbox.name, path = %o.file.rel.display(), reason = %reason,
+                tracing::debug!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                     "inbox paused; the file stays in the inbox");
                 self.claims.defer(path, *until);
             }
             FileResult::Changed => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
                     "file changed while being processed; it goes round again once stable");
                 self.claims.release(path);
             }
             FileResult::Interrupted => {
                 stats.left.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
                     "interrupted by shutdown; stays in the inbox for the next start");
                 self.claims.release(path);
             }
@@ -197,13 +198,13 @@ impl FinishStage {
                 match existed {
                     None => {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(), key,
-                            dest = %dest.display(), "identical file seen again; not re-uploaded, moved to done");
+                        tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
+                            dest = %escape(&dest), "identical file seen again; not re-uploaded, moved to done");
                     }
                     Some(existed) => {
                         self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(), key,
-                            bytes = o.file.size, already_there = existed, dest = %dest.display(), "uploaded");
+                        tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
+                            bytes = o.file.size, already_there = existed, dest = %escape(&dest), "uploaded");
                     }
                 }
                 self.finished(rec, State::Finished, dest);
@@ -213,7 +214,7 @@ impl FinishStage {
                 // The upload is recorded; only the move failed. Leave the file in the inbox:
                 // the next attempt sees "uploaded" in the ledger and only moves it.
                 self.stats.left.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), key,
+                tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
                     error = %e, done_dir = %inbox.done_dir.display(), "uploaded, but cannot move the file to done/; will retry");
                 self.claims.defer(path, Instant::now() + self.retry_later);
             }
@@ -292,6 +293,9 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
         let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
             continue; // an inbox no longer configured: leave its records as they are
         };
+        if !inbox.path.is_dir() {
+            continue; // its share is not mounted: a missing folder says nothing about its files
+        }
         if std::fs::symlink_metadata(inbox.path.join(&rec.rel_path)).is_ok() {
             continue;
         }
@@ -345,11 +349,13 @@ fn write_reason(
             "too many reason files with this name",
         ));
     };
-    writeln!(f, "reason: {reason}")?;
+    // Names are chosen by whoever writes into the inbox: escaped, so that none can add a
+    // line of its own to this file.
+    writeln!(f, "reason: {}", escape(reason))?;
     writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
     writeln!(f, "attempts: {}", o.attempts)?;
     writeln!(f, "inbox: {}", inbox.name)?;
-    writeln!(f, "original path: {}", o.file.path.display())?;
+    writeln!(f, "original path: {}", escape(&o.file.path))?;
     writeln!(f, "size: {}", o.file.size)?;
     if let Some(sha) = &o.sha256 {
         writeln!(f, "sha256: {sha}")?;

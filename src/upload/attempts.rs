@@ -105,11 +105,11 @@ pub(super) async fn upload_loop(
                         rel_path: rel.to_owned(),
                     };
                     let _ = sh.ledger.put_abandoned(&inbox.bucket, &key, &obj);
-                    tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                    tracing::warn!(key = %crate::telemetry::escape(&key), "file changed during upload; it will be uploaded again once stable");
                     return (attempts, FileResult::Changed);
                 }
                 if key != default_key {
-                    tracing::warn!(key = %key, default_key, "a different object already had this file's key; uploaded under a new key");
+                    tracing::warn!(key = %crate::telemetry::escape(&key), default_key, "a different object already had this file's key; uploaded under a new key");
                 }
                 return (
                     attempts,
@@ -132,7 +132,7 @@ pub(super) async fn upload_loop(
                 );
             }
             Err(PutError::Changed) => {
-                tracing::warn!(key = %key, "file changed during upload; it will be uploaded again once stable");
+                tracing::warn!(key = %crate::telemetry::escape(&key), "file changed during upload; it will be uploaded again once stable");
                 return (attempts, FileResult::Changed);
             }
             Err(PutError::Interrupted) => return (attempts, FileResult::Interrupted),
@@ -301,7 +301,7 @@ async fn on_existing_object(
     if abandoned_by_us && h.etag.is_some() {
         // An earlier version of this same file that we stored but never finished (it changed
         // during upload): replace exactly that object, and nothing else.
-        tracing::info!(key = %key, "replacing an unfinished earlier version of this file");
+        tracing::info!(key = %crate::telemetry::escape(&key), "replacing an unfinished earlier version of this file");
         *target.replace_etag = h.etag;
         return Existing::TryAgain;
     }
@@ -312,7 +312,7 @@ async fn on_existing_object(
             Existing::TryAgain
         }
         OnConflict::Overwrite => {
-            tracing::warn!(key = %key, "replacing a different existing object (on_conflict = \"overwrite\")");
+            tracing::warn!(key = %crate::telemetry::escape(&key), "replacing a different existing object (on_conflict = \"overwrite\")");
             *target.unconditional = true;
             Existing::TryAgain
         }

@@ -196,7 +196,7 @@ fn outcome(
 /// The life of one file in this stage.
 async fn process(sh: &Shared, file: ReadyFile, batch: Arc<BatchInfo>) -> Outcome {
     let inbox = &sh.inboxes[file.inbox];
-    let span = tracing::info_span!("file", inbox = %inbox.name, path = %file.rel.display());
+    let span = tracing::info_span!("file", inbox = %inbox.name, path = %crate::telemetry::escape(&file.rel));
     let (sha, attempts, result) = process_inner(sh, &file, inbox).instrument(span).await;
     outcome(batch, file, sha, attempts, result)
 }
@@ -291,7 +291,7 @@ async fn process_inner(
                 Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket)
             });
             let key = r.key.clone().unwrap_or_else(|| default_key.clone());
-            tracing::info!(key = %key, "already uploaded before a restart; moving it");
+            tracing::info!(key = %crate::telemetry::escape(&key), "already uploaded before a restart; moving it");
             return (
                 sha_out,
                 0,

@@ -430,6 +430,10 @@ pub async fn cleanup(
             abort_recorded(client, ledger, &rec.bucket.clone(), &mut rec).await;
             continue;
         };
+        if !inbox.path.is_dir() {
+            // Its share is not mounted: the file may well be there later; keep the upload.
+            continue;
+        }
         let path = inbox.path.join(&rec.rel_path);
         let want = rec.sha256.clone();
         let size = rec.size;
@@ -450,7 +454,7 @@ pub async fn cleanup(
         .ok()
         .flatten();
         if same.is_none() {
-            tracing::info!(inbox = %rec.inbox, path = %rec.rel_path,
+            tracing::info!(inbox = %rec.inbox, path = %crate::telemetry::escape(&rec.rel_path),
                 "the file of an interrupted multipart upload is gone or changed; aborting that upload");
             let bucket = rec.bucket.clone();
             abort_recorded(client, ledger, &bucket, &mut rec).await;

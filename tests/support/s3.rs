@@ -264,6 +264,9 @@ struct Stats {
     /// Objects the backend actually wrote (PutObject or CompleteMultipartUpload that succeeded
     /// in s3s-fs, whatever the client was told afterwards), per key.
     writes: Mutex<HashMap<String, usize>>,
+    /// Distinct `x-amz-security-token` values that came with requests (session credentials;
+    /// SimpleAuth ignores them, but they are part of the signed headers).
+    session_tokens: Mutex<Vec<String>>,
 }
 
 impl Stats {
@@ -273,6 +276,18 @@ impl Stats {
             *lock(&self.requests_by_key)
                 .entry((target.op, key.clone()))
                 .or_default() += 1;
+        }
+    }
+
+    fn session_token(&self, headers: &http::HeaderMap) {
+        if let Some(token) = headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+        {
+            let mut seen = lock(&self.session_tokens);
+            if !seen.iter().any(|t| t == token) {
+                seen.push(token.to_owned());
+            }
         }
     }
 
@@ -303,6 +318,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let target = classify(req.method(), req.uri());
         self.stats.request(&target);
+        self.stats.session_token(req.headers());
         let fault = self.plan.take(target.op, target.key.as_deref(), true);
         let inner = self.inner.clone();
         let backend = self.backend.clone();
@@ -710,6 +726,11 @@ impl TestS3 {
 
     /// Requests of this operation that reached the server (rejected and delayed ones included,
     /// the verification client's own requests too).
+    /// Distinct session tokens (`x-amz-security-token`) requests carried.
+    pub fn session_tokens(&self) -> Vec<String> {
+        lock(&self.stats.session_tokens).clone()
+    }
+
     pub fn requests(&self, op: Op) -> usize {
         lock(&self.stats.requests).get(&op).copied().unwrap_or(0)
     }

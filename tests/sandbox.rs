@@ -1,0 +1,267 @@
+//! Where inboxd runs for real: systemd's sandbox (bind mounts make renames cross mounts) and
+//! shares that are not mounted yet.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use support::s3::TestS3;
+use support::{CliOutput, Daemon, Setup, TIMEOUT, assert_object, content, wait_until};
+
+// ---------------------------------------------------------------------------------------------
+// The systemd sandbox: one bind mount per ReadWritePaths= entry
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `inboxd ARGS` (with the daemon's hermetic environment) in a mount namespace of its
+/// own in which each of `binds` is bind-mounted onto itself, exactly what systemd does for
+/// every `ReadWritePaths=` entry. `None` (after printing why) when this machine cannot:
+/// that needs root and a working `unshare --mount`.
+async fn in_sandbox(daemon: &Daemon, binds: &[&Path], args: &[&str]) -> Option<CliOutput> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP: bind mounts need root; the sandbox case is not tested here");
+        return None;
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!("SKIP: `unshare --mount` does not work here; the sandbox case is not tested");
+        return None;
+    }
+    // unshare makes the new namespace's mounts private: nothing leaks to the host.
+    let script = r#"for d in "$@"; do [ "$d" = -- ] && break; mount --bind "$d" "$d" || exit 97; done
+while [ "$1" != -- ]; do shift; done; shift; exec "$@""#;
+    let inner = daemon.command(args);
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", script, "sh"])
+        .args(binds)
+        .arg("--")
+        .arg(inner.as_std().get_program())
+        .args(inner.as_std().get_args())
+        .env_clear()
+        .envs(inner.as_std().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+        .await
+        .expect("sandboxed inboxd did not exit in time")
+        .expect("run unshare");
+    let out = CliOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_ne!(out.code(), Some(97), "mount --bind failed\n{out}");
+    Some(out)
+}
+
+fn config_arg(daemon: &Daemon) -> String {
+    daemon.config.to_string_lossy().into_owned()
+}
+
+/// The `ok` line of `check` for the only inbox.
+fn ok_line(out: &CliOutput) -> &str {
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("ok")).collect();
+    assert_eq!(lines.len(), 1, "one ok line\n{out}");
+    lines[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_notices_that_separate_bind_mounts_make_moves_copies() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    std::fs::create_dir_all(&inbox.done).unwrap();
+    std::fs::create_dir_all(&inbox.failed).unwrap();
+    let args = ["check", "--config", &config_arg(&daemon)];
+
+    // Outside the sandbox everything is one mount: nothing to say.
+    let plain = daemon.check().await;
+    assert_eq!(plain.code(), Some(0), "{plain}");
+    assert!(!ok_line(&plain).contains("note"), "{plain}");
+
+    // ReadWritePaths=<inbox> <done> <failed>: three mounts of one file system.
+    let Some(out) = in_sandbox(&daemon, &[&inbox.path, &inbox.done, &inbox.failed], &args).await
+    else {
+        return;
+    };
+    assert_eq!(out.code(), Some(0), "a working setup, only slower\n{out}");
+    let line = ok_line(&out);
+    for key in ["done_dir", "failed_dir"] {
+        assert!(
+            line.contains(&format!("{key} is on another mount than the inbox")),
+            "check must say that {key} is on another mount\n{out}"
+        );
+    }
+    assert!(line.contains("moves will be copies"), "{out}");
+
+    // The recommended drop-in: one ReadWritePaths= entry for the common parent.
+    let parent = inbox.path.parent().unwrap();
+    let out = in_sandbox(&daemon, &[parent], &args)
+        .await
+        .expect("ran before");
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        !ok_line(&out).contains("note"),
+        "one mount, renames stay atomic\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_inside_separate_bind_mounts_warns_and_still_moves_every_file() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    std::fs::create_dir_all(&inbox.done).unwrap();
+    std::fs::create_dir_all(&inbox.failed).unwrap();
+    let bytes = content(1, 50_000);
+    inbox.drop("2024/scan.pdf", &bytes);
+
+    let args = ["once", "--config", &config_arg(&daemon)];
+    let Some(out) = in_sandbox(&daemon, &[&inbox.path, &inbox.done, &inbox.failed], &args).await
+    else {
+        return;
+    };
+    assert_eq!(out.code(), Some(0), "{out}");
+    // Only the daemon sees its sandbox's mounts: it says so at startup.
+    let warn: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("done_dir is on another mount"))
+        .collect();
+    assert_eq!(warn.len(), 1, "one startup warning about done_dir\n{out}");
+    // rename(2) fails with EXDEV here; the copy fallback still delivers the file.
+    inbox.assert_done("2024/scan.pdf", &bytes);
+    assert_object(&s3, &inbox.key("2024/scan.pdf"), &bytes).await;
+    inbox.assert_empty();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A share that is not mounted yet
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_up_an_inbox_whose_folder_appears_later() {
+    let s3 = TestS3::start().await;
+    // The missing folder is looked for at every rescan.
+    let setup = Setup::new().inboxes(2).set("watch", "rescan", "\"300ms\"");
+    let mut daemon = Daemon::new(&s3, setup);
+    let (in0, in1) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    std::fs::remove_dir(&in1.path).expect("remove in1's folder");
+
+    daemon.start();
+    // The other inbox works meanwhile.
+    let first = content(1, 10_000);
+    in0.drop("a.pdf", &first);
+    wait_until(TIMEOUT, "in0's file is done", || in0.is_done("a.pdf")).await;
+    assert!(
+        daemon.is_running(),
+        "inboxd must keep running\n{}",
+        daemon.stderr()
+    );
+    let path = in1.path.to_string_lossy().into_owned();
+    let warned: Vec<String> = daemon
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&path) && l.contains("missing"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        warned.len(),
+        1,
+        "one WARN naming {path}\n{}",
+        daemon.stdout()
+    );
+    // Nothing was created where the share will be mounted.
+    assert!(
+        !in1.done.exists() && !in1.failed.exists(),
+        "done/failed created early"
+    );
+
+    // The share is mounted: the folder appears with a file already in it, then another.
+    std::fs::create_dir_all(in1.path.join("2024")).unwrap();
+    let waiting = content(2, 20_000);
+    in1.drop("2024/waiting.pdf", &waiting);
+    wait_until(TIMEOUT, "the file already in in1 is done", || {
+        in1.is_done("2024/waiting.pdf")
+    })
+    .await;
+    let later = content(3, 30_000);
+    in1.drop("later.pdf", &later);
+    wait_until(TIMEOUT, "a file dropped later into in1 is done", || {
+        in1.is_done("later.pdf")
+    })
+    .await;
+    daemon.stop().await;
+
+    in0.assert_done("a.pdf", &first);
+    in1.assert_done("2024/waiting.pdf", &waiting);
+    in1.assert_done("later.pdf", &later);
+    assert_object(&s3, &in0.key("a.pdf"), &first).await;
+    assert_object(&s3, &in1.key("2024/waiting.pdf"), &waiting).await;
+    assert_object(&s3, &in1.key("later.pdf"), &later).await;
+    assert!(
+        daemon.stdout().contains("the inbox folder is there now"),
+        "the log must say when the inbox is taken up\n{}",
+        daemon.stdout()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_skips_a_missing_inbox_says_so_and_exits_1() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+    let (in0, in1) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    std::fs::remove_dir(&in1.path).unwrap();
+    let bytes = content(4, 10_000);
+    in0.drop("a.pdf", &bytes);
+
+    let out = daemon.once().await;
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "an inbox could not be processed\n{out}"
+    );
+    in0.assert_done("a.pdf", &bytes);
+    assert_object(&s3, &in0.key("a.pdf"), &bytes).await;
+    let path = in1.path.to_string_lossy().into_owned();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(&path) && l.contains("skipped in this run")),
+        "once must say that it skipped {path}\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_missing_inbox_folder_as_an_error() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+    let in1 = daemon.inboxes()[1].clone();
+    std::fs::remove_dir(&in1.path).unwrap();
+
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let fail: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert_eq!(fail.len(), 1, "{out}");
+    assert!(
+        fail[0].contains("in1") && fail[0].contains("does not exist"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("in0")),
+        "{out}"
+    );
+}
