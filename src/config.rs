@@ -283,233 +283,21 @@ impl Settings {
         raw: RawConfig,
         figment: Option<&Figment>,
     ) -> Result<Settings, ConfigError> {
-        // Name the environment variable when the bad value came from one.
-        let err = |key: &str, msg: &str| {
-            let from_env = figment
-                .and_then(|f| f.find_metadata(key))
-                .is_some_and(|m| m.name.contains("environment"));
-            if from_env {
-                ConfigError {
-                    source_desc: format!("environment variable {}", env_var_name(key.split('.'))),
-                    message: format!("key `{key}`: {msg}"),
-                }
-            } else {
-                ConfigError::in_file(file, format!("key `{key}`: {msg}"))
-            }
-        };
-        let base = file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
-        let resolve = |p: &Path| absolute(&base.join(p));
-
-        let state_dir = resolve(
+        let ctx = Ctx::new(file, figment);
+        let state_dir = ctx.resolve(
             raw.state_dir
                 .as_deref()
                 .unwrap_or(Path::new("/var/lib/inboxd")),
         );
-
-        let force_path_style = raw.s3.force_path_style.unwrap_or(raw.s3.endpoint.is_some());
-        if let Some(ep) = &raw.s3.endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://"))
-        {
-            return Err(err("s3.endpoint", "must start with http:// or https://"));
-        }
-        let s3 = S3Settings {
-            endpoint: raw.s3.endpoint,
-            region: raw.s3.region.unwrap_or_else(|| "us-east-1".into()),
-            force_path_style,
-            connect_timeout: raw.s3.connect_timeout.unwrap_or(Duration::from_secs(5)),
-        };
-
-        let u = raw.upload;
-        let concurrency = u.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 {
-            return Err(err("upload.concurrency", "must be at least 1"));
-        }
-        let max_attempts = u.max_attempts.unwrap_or(5);
-        if max_attempts == 0 {
-            return Err(err("upload.max_attempts", "must be at least 1"));
-        }
-        let retry_initial = u.retry_initial.unwrap_or(Duration::from_millis(500));
-        let retry_max = u.retry_max.unwrap_or(Duration::from_secs(30));
-        if retry_max < retry_initial {
-            return Err(err(
-                "upload.retry_max",
-                "must not be shorter than upload.retry_initial",
-            ));
-        }
-        let multipart_threshold = u.multipart_threshold.map_or(64 * MIB, |b| b.as_u64());
-        let part_size = u.part_size.map_or(16 * MIB, |b| b.as_u64());
-        if part_size < 5 * MIB {
-            return Err(err(
-                "upload.part_size",
-                "must be at least 5 MiB (the S3 minimum part size)",
-            ));
-        }
-        if part_size > 5 * 1024 * MIB {
-            return Err(err(
-                "upload.part_size",
-                "must be at most 5 GiB (the S3 maximum part size)",
-            ));
-        }
-        if multipart_threshold > 5 * 1024 * MIB {
-            return Err(err(
-                "upload.multipart_threshold",
-                "must be at most 5 GiB (the S3 limit for a single PUT)",
-            ));
-        }
-        if multipart_threshold < 5 * MIB {
-            return Err(err("upload.multipart_threshold", "must be at least 5 MiB"));
-        }
-        let upload = UploadSettings {
-            concurrency,
-            max_attempts,
-            retry_initial,
-            retry_max,
-            retry_later: u.retry_later.unwrap_or(Duration::from_secs(60)),
-            on_conflict: u.on_conflict.unwrap_or(OnConflict::Rename),
-            multipart_threshold,
-            part_size,
-        };
-
-        let batch = BatchSettings {
-            max_files: raw.batch.max_files.unwrap_or(20),
-            max_bytes: raw.batch.max_bytes.map_or(1024 * MIB, |b| b.as_u64()),
-            window: raw.batch.window.unwrap_or(Duration::from_millis(500)),
-        };
-        if batch.max_files == 0 {
-            return Err(err("batch.max_files", "must be at least 1"));
-        }
-        if batch.max_bytes == 0 {
-            return Err(err("batch.max_bytes", "must be more than 0 bytes"));
-        }
-
-        let watch = WatchSettings {
-            rescan: raw.watch.rescan.unwrap_or(Duration::from_secs(60)),
-            poll_interval: raw.watch.poll_interval.unwrap_or(Duration::from_secs(10)),
-        };
-        if watch.rescan.is_zero() {
-            return Err(err("watch.rescan", "must be longer than 0s"));
-        }
-        if watch.poll_interval.is_zero() {
-            return Err(err("watch.poll_interval", "must be longer than 0s"));
-        }
-
-        let log = LogSettings {
-            format: raw.log.format.unwrap_or(LogFormat::Text),
-            dir: raw.log.dir.as_deref().map(resolve),
-            keep: raw.log.keep.unwrap_or(14),
-            level: raw.log.level.unwrap_or_else(|| "info".into()),
-        };
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
-            return Err(err("log.level", &format!("not a valid filter: {e}")));
-        }
-
-        if raw.inbox.is_empty() {
-            return Err(err(
-                "inbox",
-                "no [[inbox]] is configured; at least one is needed",
-            ));
-        }
-        let mut inboxes: Vec<InboxSettings> = Vec::new();
-        let mut names = HashSet::new();
-        for (i, ri) in raw.inbox.into_iter().enumerate() {
-            let key = |field: &str| format!("inbox[{i}].{field}");
-            let required = |v: Option<PathBuf>, field: &str| {
-                v.map(|p| resolve(&p))
-                    .ok_or_else(|| err(&key(field), "is missing"))
-            };
-            let name = ri.name.ok_or_else(|| err(&key("name"), "is missing"))?;
-            if name.is_empty() {
-                return Err(err(&key("name"), "must not be empty"));
-            }
-            if !names.insert(name.clone()) {
-                return Err(err(
-                    &key("name"),
-                    &format!("inbox name {name:?} is used twice"),
-                ));
-            }
-            let path = required(ri.path, "path")?;
-            let done_dir = required(ri.done_dir, "done_dir")?;
-            let failed_dir = required(ri.failed_dir, "failed_dir")?;
-            let bucket = ri.bucket.ok_or_else(|| err(&key("bucket"), "is missing"))?;
-            if bucket.is_empty() {
-                return Err(err(&key("bucket"), "must not be empty"));
-            }
-            let prefix = ri.prefix.unwrap_or_default();
-            if prefix.starts_with('/') {
-                return Err(err(
-                    &key("prefix"),
-                    "must not start with '/' (S3 keys have no leading slash)",
-                ));
-            }
-            // Without the closing '/', one inbox could write into another's key space:
-            // prefix "team" and a folder "-hr" in its inbox give the key "team-hr/x".
-            if !prefix.is_empty() && !prefix.ends_with('/') {
-                return Err(err(
-                    &key("prefix"),
-                    &format!("must end with '/' (for example {:?})", format!("{prefix}/")),
-                ));
-            }
-            let settle = ri.settle.unwrap_or(Duration::from_secs(2));
-            let ignore = ri.ignore.unwrap_or_default();
-            for pat in &ignore {
-                if let Err(e) = globset::Glob::new(pat) {
-                    return Err(err(&key("ignore"), &format!("bad glob {pat:?}: {e}")));
-                }
-            }
-            inboxes.push(InboxSettings {
-                name,
-                path,
-                done_dir,
-                failed_dir,
-                bucket,
-                prefix,
-                settle,
-                watch: ri.watch.unwrap_or(WatchMode::Auto),
-                ignore,
-            });
-        }
-        // Where files go must never be watched as an inbox, or a moved file would come round
-        // again; and one inbox inside another would see every file twice.
-        for (i, a) in inboxes.iter().enumerate() {
-            for (j, b) in inboxes.iter().enumerate() {
-                for (field, dir) in [("done_dir", &a.done_dir), ("failed_dir", &a.failed_dir)] {
-                    if dir.starts_with(&b.path) {
-                        return Err(err(
-                            &format!("inbox[{i}].{field}"),
-                            &format!(
-                                "{} is inside the inbox {} ({}); it must be outside every inbox",
-                                dir.display(),
-                                b.name,
-                                b.path.display()
-                            ),
-                        ));
-                    }
-                }
-                if i != j && a.path.starts_with(&b.path) {
-                    return Err(err(
-                        &format!("inbox[{i}].path"),
-                        &format!(
-                            "{} is inside the inbox {} ({})",
-                            a.path.display(),
-                            b.name,
-                            b.path.display()
-                        ),
-                    ));
-                }
-            }
-            if state_dir.starts_with(&a.path) {
-                return Err(err("state_dir", "must not be inside an inbox"));
-            }
-        }
-
+        // In the order of the file's sections, so the first error reported is the first one
+        // a reader meets.
+        let s3 = ctx.s3(raw.s3)?;
+        let upload = ctx.upload(raw.upload)?;
+        let batch = ctx.batch(raw.batch)?;
+        let watch = ctx.watch(raw.watch)?;
+        let log = ctx.log(raw.log)?;
+        let inboxes = ctx.inboxes(raw.inbox)?;
+        ctx.check_nesting(&inboxes, &state_dir)?;
         Ok(Settings {
             file: file.to_path_buf(),
             state_dir,
@@ -540,6 +328,278 @@ impl Settings {
                         inbox.path.display()
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: raw → Settings, one function per section. Each error names the key and where the
+// bad value came from.
+
+struct Ctx<'a> {
+    file: &'a Path,
+    figment: Option<&'a Figment>,
+    /// The config file's folder: relative paths in the file are relative to it.
+    base: PathBuf,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(file: &'a Path, figment: Option<&'a Figment>) -> Self {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ctx {
+            file,
+            figment,
+            base,
+        }
+    }
+
+    /// An error about `key`, naming the environment variable when the value came from one.
+    fn err(&self, key: &str, msg: &str) -> ConfigError {
+        let from_env = self
+            .figment
+            .and_then(|f| f.find_metadata(key))
+            .is_some_and(|m| m.name.contains("environment"));
+        if from_env {
+            ConfigError {
+                source_desc: format!("environment variable {}", env_var_name(key.split('.'))),
+                message: format!("key `{key}`: {msg}"),
+            }
+        } else {
+            ConfigError::in_file(self.file, format!("key `{key}`: {msg}"))
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        absolute(&self.base.join(p))
+    }
+
+    fn s3(&self, raw: RawS3) -> Result<S3Settings, ConfigError> {
+        let force_path_style = raw.force_path_style.unwrap_or(raw.endpoint.is_some());
+        if let Some(ep) = &raw.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(self.err("s3.endpoint", "must start with http:// or https://"));
+        }
+        Ok(S3Settings {
+            endpoint: raw.endpoint,
+            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            force_path_style,
+            connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+        })
+    }
+
+    fn upload(&self, u: RawUpload) -> Result<UploadSettings, ConfigError> {
+        let concurrency = u.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(self.err("upload.concurrency", "must be at least 1"));
+        }
+        let max_attempts = u.max_attempts.unwrap_or(5);
+        if max_attempts == 0 {
+            return Err(self.err("upload.max_attempts", "must be at least 1"));
+        }
+        let retry_initial = u.retry_initial.unwrap_or(Duration::from_millis(500));
+        let retry_max = u.retry_max.unwrap_or(Duration::from_secs(30));
+        if retry_max < retry_initial {
+            return Err(self.err(
+                "upload.retry_max",
+                "must not be shorter than upload.retry_initial",
+            ));
+        }
+        let multipart_threshold = u.multipart_threshold.map_or(64 * MIB, |b| b.as_u64());
+        let part_size = u.part_size.map_or(16 * MIB, |b| b.as_u64());
+        if part_size < 5 * MIB {
+            return Err(self.err(
+                "upload.part_size",
+                "must be at least 5 MiB (the S3 minimum part size)",
+            ));
+        }
+        if part_size > 5 * 1024 * MIB {
+            return Err(self.err(
+                "upload.part_size",
+                "must be at most 5 GiB (the S3 maximum part size)",
+            ));
+        }
+        if multipart_threshold > 5 * 1024 * MIB {
+            return Err(self.err(
+                "upload.multipart_threshold",
+                "must be at most 5 GiB (the S3 limit for a single PUT)",
+            ));
+        }
+        if multipart_threshold < 5 * MIB {
+            return Err(self.err("upload.multipart_threshold", "must be at least 5 MiB"));
+        }
+        Ok(UploadSettings {
+            concurrency,
+            max_attempts,
+            retry_initial,
+            retry_max,
+            retry_later: u.retry_later.unwrap_or(Duration::from_secs(60)),
+            on_conflict: u.on_conflict.unwrap_or(OnConflict::Rename),
+            multipart_threshold,
+            part_size,
+        })
+    }
+
+    fn batch(&self, raw: RawBatch) -> Result<BatchSettings, ConfigError> {
+        let batch = BatchSettings {
+            max_files: raw.max_files.unwrap_or(20),
+            max_bytes: raw.max_bytes.map_or(1024 * MIB, |b| b.as_u64()),
+            window: raw.window.unwrap_or(Duration::from_millis(500)),
+        };
+        if batch.max_files == 0 {
+            return Err(self.err("batch.max_files", "must be at least 1"));
+        }
+        if batch.max_bytes == 0 {
+            return Err(self.err("batch.max_bytes", "must be more than 0 bytes"));
+        }
+        Ok(batch)
+    }
+
+    fn watch(&self, raw: RawWatch) -> Result<WatchSettings, ConfigError> {
+        let watch = WatchSettings {
+            rescan: raw.rescan.unwrap_or(Duration::from_secs(60)),
+            poll_interval: raw.poll_interval.unwrap_or(Duration::from_secs(10)),
+        };
+        if watch.rescan.is_zero() {
+            return Err(self.err("watch.rescan", "must be longer than 0s"));
+        }
+        if watch.poll_interval.is_zero() {
+            return Err(self.err("watch.poll_interval", "must be longer than 0s"));
+        }
+        Ok(watch)
+    }
+
+    fn log(&self, raw: RawLog) -> Result<LogSettings, ConfigError> {
+        let log = LogSettings {
+            format: raw.format.unwrap_or(LogFormat::Text),
+            dir: raw.dir.as_deref().map(|d| self.resolve(d)),
+            keep: raw.keep.unwrap_or(14),
+            level: raw.level.unwrap_or_else(|| "info".into()),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            return Err(self.err("log.level", &format!("not a valid filter: {e}")));
+        }
+        Ok(log)
+    }
+
+    fn inboxes(&self, raw: Vec<RawInbox>) -> Result<Vec<InboxSettings>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                "inbox",
+                "no [[inbox]] is configured; at least one is needed",
+            ));
+        }
+        let mut inboxes: Vec<InboxSettings> = Vec::new();
+        let mut names = HashSet::new();
+        for (i, ri) in raw.into_iter().enumerate() {
+            let inbox = self.inbox(i, ri)?;
+            if !names.insert(inbox.name.clone()) {
+                return Err(self.err(
+                    &format!("inbox[{i}].name"),
+                    &format!("inbox name {:?} is used twice", inbox.name),
+                ));
+            }
+            inboxes.push(inbox);
+        }
+        Ok(inboxes)
+    }
+
+    fn inbox(&self, i: usize, ri: RawInbox) -> Result<InboxSettings, ConfigError> {
+        let key = |field: &str| format!("inbox[{i}].{field}");
+        let required = |v: Option<PathBuf>, field: &str| {
+            v.map(|p| self.resolve(&p))
+                .ok_or_else(|| self.err(&key(field), "is missing"))
+        };
+        let name = ri
+            .name
+            .ok_or_else(|| self.err(&key("name"), "is missing"))?;
+        if name.is_empty() {
+            return Err(self.err(&key("name"), "must not be empty"));
+        }
+        let path = required(ri.path, "path")?;
+        let done_dir = required(ri.done_dir, "done_dir")?;
+        let failed_dir = required(ri.failed_dir, "failed_dir")?;
+        let bucket = ri
+            .bucket
+            .ok_or_else(|| self.err(&key("bucket"), "is missing"))?;
+        if bucket.is_empty() {
+            return Err(self.err(&key("bucket"), "must not be empty"));
+        }
+        let prefix = ri.prefix.unwrap_or_default();
+        if prefix.starts_with('/') {
+            return Err(self.err(
+                &key("prefix"),
+                "must not start with '/' (S3 keys have no leading slash)",
+            ));
+        }
+        // Without the closing '/', one inbox could write into another's key space:
+        // prefix "team" and a folder "-hr" in its inbox give the key "team-hr/x".
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            return Err(self.err(
+                &key("prefix"),
+                &format!("must end with '/' (for example {:?})", format!("{prefix}/")),
+            ));
+        }
+        let ignore = ri.ignore.unwrap_or_default();
+        for pat in &ignore {
+            if let Err(e) = globset::Glob::new(pat) {
+                return Err(self.err(&key("ignore"), &format!("bad glob {pat:?}: {e}")));
+            }
+        }
+        Ok(InboxSettings {
+            name,
+            path,
+            done_dir,
+            failed_dir,
+            bucket,
+            prefix,
+            settle: ri.settle.unwrap_or(Duration::from_secs(2)),
+            watch: ri.watch.unwrap_or(WatchMode::Auto),
+            ignore,
+        })
+    }
+
+    /// Where files go must never be watched as an inbox, or a moved file would come round
+    /// again; and one inbox inside another would see every file twice.
+    fn check_nesting(
+        &self,
+        inboxes: &[InboxSettings],
+        state_dir: &Path,
+    ) -> Result<(), ConfigError> {
+        for (i, a) in inboxes.iter().enumerate() {
+            for (j, b) in inboxes.iter().enumerate() {
+                for (field, dir) in [("done_dir", &a.done_dir), ("failed_dir", &a.failed_dir)] {
+                    if dir.starts_with(&b.path) {
+                        return Err(self.err(
+                            &format!("inbox[{i}].{field}"),
+                            &format!(
+                                "{} is inside the inbox {} ({}); it must be outside every inbox",
+                                dir.display(),
+                                b.name,
+                                b.path.display()
+                            ),
+                        ));
+                    }
+                }
+                if i != j && a.path.starts_with(&b.path) {
+                    return Err(self.err(
+                        &format!("inbox[{i}].path"),
+                        &format!(
+                            "{} is inside the inbox {} ({})",
+                            a.path.display(),
+                            b.name,
+                            b.path.display()
+                        ),
+                    ));
+                }
+            }
+            if state_dir.starts_with(&a.path) {
+                return Err(self.err("state_dir", "must not be inside an inbox"));
             }
         }
         Ok(())
