@@ -144,10 +144,19 @@ pub async fn run(
     };
 
     let tasks = vec![
-        tokio::spawn(watch.run(watchers, cand_tx, intake.clone())),
-        tokio::spawn(settle.run(cand_rx, ready_tx, intake.clone())),
-        tokio::spawn(crate::batch::run(settings.batch, ready_rx, batch_tx)),
-        tokio::spawn(upload.run(batch_rx, out_tx)),
+        (
+            "watch",
+            tokio::spawn(watch.run(watchers, cand_tx, intake.clone())),
+        ),
+        (
+            "settle",
+            tokio::spawn(settle.run(cand_rx, ready_tx, intake.clone())),
+        ),
+        (
+            "batch",
+            tokio::spawn(crate::batch::run(settings.batch, ready_rx, batch_tx)),
+        ),
+        ("upload", tokio::spawn(upload.run(batch_rx, out_tx))),
     ];
     let finish = tokio::spawn(finish.run(out_rx));
 
@@ -177,9 +186,9 @@ pub async fn run(
     // rest so that nothing else moves.
     intake.cancel();
     abort.cancel();
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!(error = %e, "a pipeline stage panicked");
+    for (stage, task) in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(stage, error = %e, "a pipeline stage stopped unexpectedly");
         }
     }
     grace_timer.abort();
@@ -189,7 +198,7 @@ pub async fn run(
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
-        Err(e) => return Err(PipelineError::Stage(e.to_string())),
+        Err(e) => return Err(PipelineError::Stage(format!("finish: {e}"))),
     }
     ledger.flush().await?;
     tracing::info!(
