@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod run;
 pub mod settle;
 pub mod shutdown;
+pub mod stall;
 pub mod telemetry;
 pub mod upload;
 pub mod watch;
