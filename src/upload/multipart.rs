@@ -195,13 +195,12 @@ pub(super) async fn send(
         None => {}
         Some(PutError::S3(f)) if f.disposition == Disposition::UploadGone => {
             // The upload is gone (aborted by a lifecycle rule or by hand): start over.
-            rec.upload_id = None;
-            rec.parts.clear();
-            let _ = sh.ledger.put(rec);
-            return Err(PutError::S3(S3Failure {
-                disposition: Disposition::Retry,
-                message: f.message,
-            }));
+            return Err(forget_upload(
+                &sh.ledger,
+                rec,
+                Disposition::Retry,
+                f.message,
+            ));
         }
         Some(e) => return Err(e),
     }
@@ -261,13 +260,12 @@ pub(super) async fn send(
             if f.disposition == Disposition::UploadGone {
                 // Completed already (an earlier answer was lost) or gone: either way this
                 // upload id is finished. Let the caller look at what the key holds.
-                rec.upload_id = None;
-                rec.parts.clear();
-                let _ = sh.ledger.put(rec);
-                return Err(PutError::S3(S3Failure {
-                    disposition: Disposition::AlreadyExists,
-                    message: f.message,
-                }));
+                return Err(forget_upload(
+                    &sh.ledger,
+                    rec,
+                    Disposition::AlreadyExists,
+                    f.message,
+                ));
             }
             if f.disposition == Disposition::PartsMissing {
                 // The server does not have the parts the ledger remembers (it lost them, or
@@ -286,6 +284,24 @@ pub(super) async fn send(
             Err(PutError::S3(f))
         }
     }
+}
+
+/// The recorded upload id no longer exists at the server: forget it, and let the caller go on
+/// as `then` says.
+fn forget_upload(
+    ledger: &Ledger,
+    rec: &mut Record,
+    then: Disposition,
+    message: String,
+) -> PutError {
+    rec.upload_id = None;
+    rec.parts.clear();
+    // Best effort: a record that still names the gone upload costs one NoSuchUpload next time.
+    let _ = ledger.put(rec);
+    PutError::S3(S3Failure {
+        disposition: then,
+        message,
+    })
 }
 
 /// Uploads one part, retrying transient errors with backoff. Returns (part number, ETag).
