@@ -12,12 +12,17 @@
 //! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
 //!
+//! [`beneath`] is the one way any stage reaches a path below an inbox (or below done/ and
+//! failed/): it never follows a link at any component, opens only regular files, and moves
+//! without clobbering, also across file systems.
+//!
 //! [`claims`] is the small shared registry that keeps a file from being taken twice while it
 //! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
 //! cancellation and reload requests; [`telemetry`] sets up logging. The pipeline also runs an
 //! hourly upkeep task (ledger pruning, idle multipart uploads).
 
 pub mod batch;
+pub mod beneath;
 pub mod claims;
 pub mod config;
 pub mod finish;

@@ -235,10 +235,16 @@ impl WatchStage {
                 for path in paths {
                     // A new folder's own files raise no events if they were written before its
                     // watch was added (or it was moved in whole): walk it.
-                    let is_dir = tokio::fs::symlink_metadata(&path)
-                        .await
-                        .map(|m| m.is_dir())
-                        .unwrap_or(false);
+                    // Never through a link: a link to a folder is a candidate like a file (it
+                    // goes to failed/ as the link), never a folder to walk.
+                    let is_dir =
+                        path.strip_prefix(&self.inboxes[idx].path)
+                            .ok()
+                            .is_some_and(|rel| {
+                                rel.as_os_str().is_empty()
+                                    || crate::beneath::metadata(&self.inboxes[idx].path, rel)
+                                        .is_ok_and(|m| m.is_dir())
+                            });
                     let ok = if is_dir {
                         resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
                         self.sweep(idx, &path, output).await
@@ -266,9 +272,13 @@ impl WatchStage {
 
     /// Walks `dir` (inside inbox `idx`) and sends every non-directory entry as a candidate.
     async fn sweep(&self, idx: usize, dir: &Path, output: &mpsc::Sender<Candidate>) -> bool {
-        let dir = dir.to_path_buf();
+        let root = self.inboxes[idx].path.clone();
+        let Ok(sub) = dir.strip_prefix(&root).map(Path::to_path_buf) else {
+            return true; // not in this inbox (cannot happen: paths come from its watcher)
+        };
         let name = self.inboxes[idx].name.clone();
-        let found = tokio::task::spawn_blocking(move || walk(&name, &dir)).await;
+        let found =
+            tokio::task::spawn_blocking(move || crate::beneath::walk(&name, &root, &sub)).await;
         let Ok(found) = found else {
             return true; // the walk task panicked; nothing found this time, the next sweep retries
         };
@@ -339,29 +349,16 @@ fn watch_inbox(
             flag.store(true, Ordering::Relaxed);
         }
     };
-    let mut w = RecommendedWatcher::new(handler, notify::Config::default()).map_err(|source| {
-        WatchError::Notify {
-            path: inbox.path.clone(),
-            source,
-        }
+    // Never follow links: a link to a folder (even to `/`) must neither be watched nor cost
+    // a watch per folder behind it. The link itself is a candidate like any file.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut w = RecommendedWatcher::new(handler, config).map_err(|source| WatchError::Notify {
+        path: inbox.path.clone(),
+        source,
     })?;
     w.watch(&inbox.path, RecursiveMode::Recursive)
         .map_err(|e| watch_error(&inbox.path, e))?;
     Ok(Watched { _watcher: w, root })
-}
-
-/// Every non-directory entry under `dir`. Unreadable entries are logged and skipped: they
-/// cannot be uploaded anyway, and the next sweep looks again.
-fn walk(inbox: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        match entry {
-            Ok(e) if !e.file_type().is_dir() => out.push(e.into_path()),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(inbox, error = %e, "cannot read part of the inbox"),
-        }
-    }
-    out
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -469,16 +466,5 @@ mod tests {
             Some("ext4")
         );
         assert!(is_network_fs("nfs4") && is_network_fs("fuse.sshfs") && !is_network_fs("ext4"));
-    }
-
-    #[test]
-    fn walk_lists_files_in_nested_folders() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
-        std::fs::write(d.path().join("a/b/x.pdf"), b"x").unwrap();
-        std::fs::write(d.path().join("y"), b"y").unwrap();
-        let mut found = walk("t", d.path());
-        found.sort();
-        assert_eq!(found, vec![d.path().join("a/b/x.pdf"), d.path().join("y")]);
     }
 }

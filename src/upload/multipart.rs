@@ -144,7 +144,8 @@ pub(super) async fn send(
             let len = part_size.min(file.size - offset);
             upload_part(
                 sh,
-                &file.path,
+                &inbox.path,
+                &file.rel,
                 bucket,
                 key,
                 &upload_id,
@@ -186,7 +187,7 @@ pub(super) async fn send(
     // Every part was read from the file by now. If the file changed meanwhile, the parts may
     // mix versions (servers that do not verify part checksums would accept them): never
     // complete such an upload.
-    if changed_since(file) {
+    if changed_since(file, &inbox.path) {
         return Err(PutError::Changed);
     }
 
@@ -269,7 +270,8 @@ pub(super) async fn send(
 #[allow(clippy::too_many_arguments)]
 async fn upload_part(
     sh: &Shared,
-    path: &Path,
+    root: &Path,
+    rel: &Path,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -294,8 +296,14 @@ async fn upload_part(
             } => p.map_err(|_| PutError::Interrupted)?,
             _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
         };
+        // This very file (regular, reached without following links), also on an SDK retry;
+        // open until the part is sent.
+        let pinned = match crate::beneath::Pinned::open(root, rel) {
+            Ok(p) => p,
+            Err(e) => return Err(PutError::File(e.to_string())),
+        };
         let body = ByteStream::read_from()
-            .path(path)
+            .path(pinned.path())
             .offset(offset)
             .length(Length::Exact(len))
             .buffer_size(256 * 1024)
@@ -406,7 +414,8 @@ pub async fn cleanup(
             abort_recorded(client, ledger, &rec.bucket.clone(), &mut rec).await;
             continue;
         };
-        let path = inbox.path.join(&rec.rel_path);
+        let root = inbox.path.clone();
+        let rel = std::path::PathBuf::from(&rec.rel_path);
         let want = rec.sha256.clone();
         let size = rec.size;
         // At startup the content is compared (a restart may follow any change); while running,
@@ -414,12 +423,12 @@ pub async fn cleanup(
         // paused inbox is not read again every hour.
         let full = idle_since.is_none();
         let same = tokio::task::spawn_blocking(move || {
-            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let meta = crate::beneath::metadata(&root, &rel).ok()?;
             if !full {
                 return (meta.is_file() && meta.len() == size).then_some(());
             }
             let sig = crate::settle::Signature::of(&meta);
-            let sha = super::hash::sha256_file(&path, &sig).ok()?;
+            let sha = super::hash::sha256_file(&root, &rel, &sig).ok()?;
             (Some(hex::encode(sha)) == want).then_some(())
         })
         .await

@@ -182,7 +182,9 @@ pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
 pub struct Put<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
-    pub path: &'a Path,
+    /// The file is `root/rel` (opened through [`crate::beneath`], never through a link).
+    pub root: &'a Path,
+    pub rel: &'a Path,
     /// The file's bytes, when it is small enough to be sent from memory.
     pub content: Option<bytes::Bytes>,
     pub size: u64,
@@ -210,10 +212,20 @@ pub enum PutError {
 /// CRC32 nor switches to aws-chunked encoding (which several S3-compatible servers reject).
 /// Returns the ETag.
 pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, PutError> {
+    // The body reads this very open file (a regular file, reached without following links),
+    // also when the SDK reads it again for a retry. It stays open until the request is done.
+    let mut _pinned = None;
     let body = match p.content {
         Some(bytes) => ByteStream::from(bytes),
         None => ByteStream::read_from()
-            .path(p.path)
+            .path(
+                _pinned
+                    .insert(
+                        crate::beneath::Pinned::open(p.root, p.rel)
+                            .map_err(|e| PutError::File(e.to_string()))?,
+                    )
+                    .path(),
+            )
             .length(Length::Exact(p.size))
             .buffer_size(256 * 1024)
             .build()
