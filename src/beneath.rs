@@ -259,12 +259,26 @@ pub fn create_new(root: &Path, rel: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// What [`walk_tree`] found, as full paths (`root/...`).
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Every entry that is not a folder (files, links, special files).
+    pub files: Vec<PathBuf>,
+    /// Every folder read, `root/sub` itself included.
+    pub dirs: Vec<PathBuf>,
+}
+
 /// Every entry below `root/sub` that is not a folder, as full paths (`root/...`); `sub`
-/// empty means the whole root. Folder links are not descended into (they are listed, as
-/// links). Unreadable folders are logged and skipped: they cannot be uploaded anyway, and
-/// the next sweep looks again.
+/// empty means the whole root. See [`walk_tree`].
 pub fn walk(label: &str, root: &Path, sub: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+    walk_tree(label, root, sub).files
+}
+
+/// Walks `root/sub` (`sub` empty: the whole root). Folder links are not descended into
+/// (they are listed as files: links). Unreadable folders are logged and skipped: they cannot
+/// be uploaded anyway, and the next sweep looks again.
+pub fn walk_tree(label: &str, root: &Path, sub: &Path) -> Walked {
+    let mut out = Walked::default();
     let root_fd = match open_root(root) {
         Ok(f) => f,
         Err(e) => {
@@ -304,6 +318,11 @@ pub fn walk(label: &str, root: &Path, sub: &Path) -> Vec<PathBuf> {
                 continue;
             }
         };
+        out.dirs.push(if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        });
         let mut dir = dir;
         while let Some(entry) = dir.read() {
             let entry = match entry {
@@ -333,7 +352,7 @@ pub fn walk(label: &str, root: &Path, sub: &Path) -> Vec<PathBuf> {
             if ft == FileType::Directory {
                 todo.push(child);
             } else {
-                out.push(root.join(child));
+                out.files.push(root.join(child));
             }
         }
     }
@@ -667,6 +686,9 @@ mod tests {
             ]
         );
         assert!(walk("t", &root, Path::new("dirlink")).is_empty());
+        let mut dirs = walk_tree("t", &root, Path::new("")).dirs;
+        dirs.sort();
+        assert_eq!(dirs, vec![root.clone(), root.join("sub")]);
         assert_eq!(
             walk("t", &root, Path::new("sub")),
             vec![root.join("sub/a.pdf")]

@@ -56,9 +56,9 @@ enum Raw {
     Error(usize, notify::Error),
 }
 
-/// A new folder is swept when its event arrives and once more this much later: notify adds
-/// the folder's watch only after it has delivered the event, so a file created in between
-/// raises no event and may not exist yet at the first sweep.
+/// A new folder is swept when its event arrives and once more this much later: its watch is
+/// added after that first walk, so a file created in between raises no event and may not
+/// exist yet at the first sweep.
 const NEW_DIR_RESWEEP: Duration = Duration::from_secs(1);
 
 /// Capacity of the queue between notify's thread and this stage. When it is full, events are
@@ -149,7 +149,10 @@ impl WatchStage {
         } = started;
         // Startup sweep: files present before we started get no events.
         for idx in 0..self.inboxes.len() {
-            if !self.sweep(idx, &self.inboxes[idx].path, &output).await {
+            if !self
+                .sweep(idx, &self.inboxes[idx].path, &output, &mut watchers)
+                .await
+            {
                 return;
             }
         }
@@ -175,27 +178,27 @@ impl WatchStage {
             let ok = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = raw.recv() => match ev {
-                    Some(ev) => self.on_raw(ev, &output, &mut resweep).await,
+                    Some(ev) => self.on_raw(ev, &output, &mut resweep, &mut watchers).await,
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => {
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("periodic", &output).await
+                    self.sweep_all("periodic", &output, &mut watchers).await
                 }
                 _ = poll.tick(), if !polled.is_empty() => {
                     let mut ok = true;
                     for &i in &polled {
-                        ok &= self.sweep(i, &self.inboxes[i].path, &output).await;
+                        ok &= self.sweep(i, &self.inboxes[i].path, &output, &mut watchers).await;
                     }
                     ok
                 }
                 _ = self.rescan_now.notified() => {
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("requested", &output).await
+                    self.sweep_all("requested", &output, &mut watchers).await
                 }
                 _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
                     match resweep.pop_front() {
-                        Some((_, idx, dir)) => self.sweep(idx, &dir, &output).await,
+                        Some((_, idx, dir)) => self.sweep(idx, &dir, &output, &mut watchers).await,
                         None => true,
                     }
                 }
@@ -205,7 +208,7 @@ impl WatchStage {
             }
             if overflowed.swap(false, Ordering::Relaxed) {
                 tracing::warn!("file events were dropped (queue full); rescanning every inbox");
-                if !self.sweep_all("overflow", &output).await {
+                if !self.sweep_all("overflow", &output, &mut watchers).await {
                     return;
                 }
             }
@@ -217,6 +220,7 @@ impl WatchStage {
         ev: Raw,
         output: &mpsc::Sender<Candidate>,
         resweep: &mut std::collections::VecDeque<(Instant, usize, PathBuf)>,
+        watchers: &mut [Option<Watched>],
     ) -> bool {
         match ev {
             Raw::Error(idx, e) => {
@@ -229,7 +233,8 @@ impl WatchStage {
             }
             Raw::Paths(idx, _, true) => {
                 tracing::warn!(inbox = %self.inboxes[idx].name, "kernel event queue overflowed; rescanning");
-                self.sweep(idx, &self.inboxes[idx].path, output).await
+                self.sweep(idx, &self.inboxes[idx].path, output, watchers)
+                    .await
             }
             Raw::Paths(idx, paths, false) => {
                 for path in paths {
@@ -247,7 +252,7 @@ impl WatchStage {
                             });
                     let ok = if is_dir {
                         resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
-                        self.sweep(idx, &path, output).await
+                        self.sweep(idx, &path, output, watchers).await
                     } else {
                         output.send(Candidate { inbox: idx, path }).await.is_ok()
                     };
@@ -260,29 +265,54 @@ impl WatchStage {
         }
     }
 
-    async fn sweep_all(&self, why: &str, output: &mpsc::Sender<Candidate>) -> bool {
+    async fn sweep_all(
+        &self,
+        why: &str,
+        output: &mpsc::Sender<Candidate>,
+        watchers: &mut [Option<Watched>],
+    ) -> bool {
         tracing::debug!(reason = why, "rescanning all inboxes");
         for idx in 0..self.inboxes.len() {
-            if !self.sweep(idx, &self.inboxes[idx].path, output).await {
+            if !self
+                .sweep(idx, &self.inboxes[idx].path, output, watchers)
+                .await
+            {
                 return false;
             }
         }
         true
     }
 
-    /// Walks `dir` (inside inbox `idx`) and sends every non-directory entry as a candidate.
-    async fn sweep(&self, idx: usize, dir: &Path, output: &mpsc::Sender<Candidate>) -> bool {
+    /// Walks `dir` (inside inbox `idx`), watches every folder found (when the inbox uses
+    /// kernel events) and sends every non-directory entry as a candidate.
+    async fn sweep(
+        &self,
+        idx: usize,
+        dir: &Path,
+        output: &mpsc::Sender<Candidate>,
+        watchers: &mut [Option<Watched>],
+    ) -> bool {
         let root = self.inboxes[idx].path.clone();
         let Ok(sub) = dir.strip_prefix(&root).map(Path::to_path_buf) else {
             return true; // not in this inbox (cannot happen: paths come from its watcher)
         };
         let name = self.inboxes[idx].name.clone();
         let found =
-            tokio::task::spawn_blocking(move || crate::beneath::walk(&name, &root, &sub)).await;
+            tokio::task::spawn_blocking(move || crate::beneath::walk_tree(&name, &root, &sub))
+                .await;
         let Ok(found) = found else {
             return true; // the walk task panicked; nothing found this time, the next sweep retries
         };
-        for path in found {
+        if let Some(Some(w)) = watchers.get_mut(idx) {
+            let inbox = &self.inboxes[idx];
+            if let Err(e) = w.add_dirs(inbox, &found.dirs) {
+                // The periodic rescan still covers folders without a watch, but latency
+                // suffers, so say so loudly.
+                tracing::error!(inbox = %inbox.name, error = %e,
+                    "file watching degraded; files are still found by the periodic rescan");
+            }
+        }
+        for path in found.files {
             if output.send(Candidate { inbox: idx, path }).await.is_err() {
                 return false;
             }
@@ -303,9 +333,45 @@ pub struct Watchers {
 }
 
 /// A kernel watcher and the identity of the folder it watches.
+///
+/// Every folder gets its own non-recursive watch, added by this module after a walk that
+/// never follows links: notify's recursive mode would follow a folder that is swapped for a
+/// link (even to `/`) between its creation event and notify's own walk, and watch every
+/// folder behind it.
 struct Watched {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
     root: FolderId,
+}
+
+impl Watched {
+    /// Watches each of `dirs` (folders of `inbox`, found by a no-follow walk). Adding a watch
+    /// again is harmless. A path that is no longer a folder reached without links by the
+    /// time its watch exists (swapped for a link in between) loses the watch at once.
+    fn add_dirs(&mut self, inbox: &InboxSettings, dirs: &[PathBuf]) -> Result<(), WatchError> {
+        for dir in dirs {
+            match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                // Gone meanwhile: nothing to watch.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
+                Err(e)
+                    if matches!(&e.kind, notify::ErrorKind::Io(io)
+                        if io.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(watch_error(dir, e)),
+            }
+            let still_dir = match dir.strip_prefix(&inbox.path) {
+                Ok(rel) if rel.as_os_str().is_empty() => true,
+                Ok(rel) => crate::beneath::metadata(&inbox.path, rel).is_ok_and(|m| m.is_dir()),
+                Err(_) => false,
+            };
+            if !still_dir {
+                let _ = self.watcher.unwatch(dir);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Identity of a folder: tells a replaced folder from the one being watched. The inode
@@ -356,9 +422,14 @@ fn watch_inbox(
         path: inbox.path.clone(),
         source,
     })?;
-    w.watch(&inbox.path, RecursiveMode::Recursive)
+    w.watch(&inbox.path, RecursiveMode::NonRecursive)
         .map_err(|e| watch_error(&inbox.path, e))?;
-    Ok(Watched { _watcher: w, root })
+    let mut watched = Watched { watcher: w, root };
+    // Every folder below now, so that a watch limit stops the daemon at startup with a clear
+    // message; folders that appear later are added by the sweeps.
+    let tree = crate::beneath::walk_tree(&inbox.name, &inbox.path, Path::new(""));
+    watched.add_dirs(inbox, &tree.dirs)?;
+    Ok(watched)
 }
 
 async fn sleep_until(t: Option<Instant>) {
