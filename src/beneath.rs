@@ -395,10 +395,15 @@ pub struct Moved {
     pub source_left: Option<io::Error>,
 }
 
-/// The error for an entry that cannot be moved to another file system (a FIFO, socket or
-/// device: copying would mean opening it).
+/// An entry that cannot be moved to another file system (a FIFO, socket or device: copying
+/// would mean opening it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} cannot be moved to another file system (it would have to be opened)")]
+struct Unmovable(&'static str);
+
+/// Whether `e` says the entry cannot be moved to another file system (see [`Unmovable`]).
 pub fn is_unmovable(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
+    e.get_ref().is_some_and(|inner| inner.is::<Unmovable>())
 }
 
 /// Moves the entry `src_root/rel` (a file, or a link as the link, or a special file) to
@@ -409,7 +414,7 @@ pub fn is_unmovable(e: &io::Error) -> bool {
 /// folder (created exclusively, so never through a link), made durable, renamed into place
 /// without replacing anything, then the source is removed; a link is recreated there (same
 /// target text) and the source removed; a FIFO, socket or device cannot be moved and gives
-/// an `Unsupported` error ([`is_unmovable`]).
+/// an error that [`is_unmovable`] recognises.
 pub fn move_no_clobber(
     src_root: &Path,
     rel: &Path,
@@ -523,16 +528,11 @@ fn copy_across(
             placed.ok_or_else(|| io::Error::other("too many files with this name"))?
         }
         kind => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "{} cannot be moved to another file system (it would have to be opened)",
-                    match kind {
-                        Kind::Special(what) => what,
-                        _ => "a folder",
-                    }
-                ),
-            ));
+            let what = match kind {
+                Kind::Special(what) => what,
+                _ => "a folder",
+            };
+            return Err(io::Error::new(io::ErrorKind::Unsupported, Unmovable(what)));
         }
     };
     // The copy is durable and in place. If the original cannot be removed now, say so: the

@@ -101,6 +101,18 @@ async fn links_never_lead_out_of_the_inbox() {
     // ... and after it (kernel events).
     symlink(&secret, inbox.file("file-link.pdf")).unwrap();
     symlink("/", inbox.file("late-root")).unwrap();
+    // A new folder with a link to `/` and a file in it: the folder gets its watch, the link
+    // none.
+    fs::create_dir(inbox.file("new")).unwrap();
+    symlink("/", inbox.file("new/up")).unwrap();
+    let in_new = content(15, 6_000);
+    inbox.drop("new/in.pdf", &in_new);
+    wait_until(TIMEOUT, "new/in.pdf uploaded", || {
+        inbox.is_done("new/in.pdf")
+    })
+    .await;
+    let watches = daemon.inotify_watches();
+    assert!(watches <= 4, "{watches} inotify watches for 4 folders");
     // Files appear behind the links: in the folder behind cache.tmp, and in the other
     // inbox's done/ (its own upload puts one there).
     let theirs = content(4, 9_000);
@@ -126,6 +138,7 @@ async fn links_never_lead_out_of_the_inbox() {
                 "their-done",
                 "file-link.pdf",
                 "late-root",
+                "new/up",
             ]
             .iter()
             .all(|rel| exists_here(&reason_path(&inbox.failed.join(rel))))
@@ -139,6 +152,8 @@ async fn links_never_lead_out_of_the_inbox() {
     assert_link_failed(&inbox.failed, "root", Path::new("/"));
     assert_link_failed(&inbox.failed, "sub/deep-root", Path::new("/"));
     assert_link_failed(&inbox.failed, "late-root", Path::new("/"));
+    assert_link_failed(&inbox.failed, "new/up", Path::new("/"));
+    inbox.assert_done("new/in.pdf", &in_new);
     assert_link_failed(&inbox.failed, "their-done", &other.done);
     assert_link_failed(&inbox.failed, "file-link.pdf", &secret);
     // The ignored name stays where it is, still a link; nothing behind it moved.
@@ -160,6 +175,7 @@ async fn links_never_lead_out_of_the_inbox() {
     inbox.assert_done("last.pdf", &last);
     // Exactly the ordinary files reached the bucket, nothing from behind a link.
     let mut want = vec![
+        inbox.key("new/in.pdf"),
         inbox.key("first.pdf"),
         inbox.key("last.pdf"),
         other.key("theirs.pdf"),
