@@ -134,6 +134,11 @@ impl FinishStage {
 
     /// Writes the outcome to the ledger (not yet flushed). Returns the record to complete.
     fn record(&self, o: &Outcome) -> Result<Option<Record>, LedgerError> {
+        if o.sha256.is_none() && matches!(o.result, FileResult::Deferred { .. }) {
+            // Deferred before it could be read (permission denied, retried for a while): no
+            // content, so no identity to record; a record without one would only linger.
+            return Ok(None);
+        }
         let inbox = &self.inboxes[o.file.inbox];
         let rel = o.file.rel.to_string_lossy();
         let sha = o.sha256.as_deref();

@@ -402,7 +402,7 @@ enum Unreadable {
 }
 
 /// When each file was first found unreadable (permission denied), so that it is retried for
-/// a while before it goes to failed/ (item: permissions often arrive after the file).
+/// a while before it goes to failed/: a chmod or ACL often arrives just after the file.
 #[derive(Default)]
 struct UnreadableSince(std::sync::Mutex<HashMap<PathBuf, Instant>>);
 
