@@ -348,6 +348,11 @@ impl Watched {
     /// again is harmless. A path that is no longer a folder reached without links by the
     /// time its watch exists (swapped for a link in between) loses the watch at once.
     fn add_dirs(&mut self, inbox: &InboxSettings, dirs: &[PathBuf]) -> Result<(), WatchError> {
+        if folder_id(&inbox.path) != Some(self.root) {
+            // The inbox folder was replaced since this watcher started: its folders belong to
+            // the new watcher that the next rescan starts (`rewatch_replaced`).
+            return Ok(());
+        }
         for dir in dirs {
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {}
