@@ -13,7 +13,6 @@
 use std::path::Path;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use futures::StreamExt;
@@ -298,18 +297,8 @@ async fn upload_part(
         };
         // This very file (regular, reached without following links), also on an SDK retry;
         // open until the part is sent.
-        let pinned = match crate::beneath::Pinned::open(root, rel) {
-            Ok(p) => p,
-            Err(e) => return Err(PutError::File(e.to_string())),
-        };
-        let body = ByteStream::read_from()
-            .path(pinned.path())
-            .offset(offset)
-            .length(Length::Exact(len))
-            .buffer_size(256 * 1024)
-            .build()
-            .await
-            .map_err(|e| PutError::File(e.to_string()))?;
+        let pinned = super::s3::open_pinned(root, rel)?;
+        let body = super::s3::file_body(&pinned, offset, len).await?;
         let send = sh
             .client
             .upload_part()

@@ -212,25 +212,10 @@ pub enum PutError {
 /// CRC32 nor switches to aws-chunked encoding (which several S3-compatible servers reject).
 /// Returns the ETag.
 pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, PutError> {
-    // The body reads this very open file (a regular file, reached without following links),
-    // also when the SDK reads it again for a retry. It stays open until the request is done.
     let mut _pinned = None;
     let body = match p.content {
         Some(bytes) => ByteStream::from(bytes),
-        None => ByteStream::read_from()
-            .path(
-                _pinned
-                    .insert(
-                        crate::beneath::Pinned::open(p.root, p.rel)
-                            .map_err(|e| PutError::File(e.to_string()))?,
-                    )
-                    .path(),
-            )
-            .length(Length::Exact(p.size))
-            .buffer_size(256 * 1024)
-            .build()
-            .await
-            .map_err(|e| PutError::File(e.to_string()))?,
+        None => file_body(_pinned.insert(open_pinned(p.root, p.rel)?), 0, p.size).await?,
     };
     let hex = hex::encode(p.sha256);
     let mut req = client
@@ -250,6 +235,36 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         Ok(out) => Ok(out.e_tag().map(str::to_owned)),
         Err(e) => Err(PutError::S3(failure(&e))),
     }
+}
+
+/// Opens the file `root/rel` for a body: a regular file, reached without following links.
+pub fn open_pinned(root: &Path, rel: &Path) -> Result<crate::beneath::Pinned, PutError> {
+    crate::beneath::Pinned::open(root, rel).map_err(|e| PutError::File(e.to_string()))
+}
+
+/// `len` bytes from `offset` of the pinned file as a body; keep `pinned` until the request
+/// is done. Through its /proc path the SDK can read the body again for a retry of its own;
+/// without /proc the body is the open file itself, and a failed request is retried by the
+/// upload loop instead.
+pub async fn file_body(
+    pinned: &crate::beneath::Pinned,
+    offset: u64,
+    len: u64,
+) -> Result<ByteStream, PutError> {
+    let b = ByteStream::read_from();
+    let b = match pinned.path() {
+        Some(path) => b.path(path),
+        None => {
+            let f = pinned.file().map_err(|e| PutError::File(e.to_string()))?;
+            b.file(tokio::fs::File::from_std(f))
+        }
+    };
+    b.offset(offset)
+        .length(Length::Exact(len))
+        .buffer_size(256 * 1024)
+        .build()
+        .await
+        .map_err(|e| PutError::File(e.to_string()))
 }
 
 /// What HEAD says about an existing object.
