@@ -83,6 +83,8 @@ struct RawUpload {
     retry_max: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     retry_later: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    unreadable_retry_for: Option<Duration>,
     on_conflict: Option<OnConflict>,
     multipart_threshold: Option<ByteSize>,
     part_size: Option<ByteSize>,
@@ -206,6 +208,9 @@ pub struct UploadSettings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub retry_later: Duration,
+    /// How long a file that cannot be opened for reading (permission denied) is retried
+    /// before it goes to failed/: a chmod or ACL often arrives just after the file.
+    pub unreadable_retry_for: Duration,
     pub on_conflict: OnConflict,
     pub multipart_threshold: u64,
     pub part_size: u64,
@@ -439,6 +444,7 @@ impl<'a> Ctx<'a> {
             retry_initial,
             retry_max,
             retry_later: u.retry_later.unwrap_or(Duration::from_secs(60)),
+            unreadable_retry_for: u.unreadable_retry_for.unwrap_or(Duration::from_secs(300)),
             on_conflict: u.on_conflict.unwrap_or(OnConflict::Rename),
             multipart_threshold,
             part_size,

@@ -77,6 +77,10 @@ pub struct Record {
     pub reason: Option<String>,
     /// Final location in done/ or failed/.
     pub dest: Option<PathBuf>,
+    /// (device, inode) of an original that was copied to `dest` (another file system) but
+    /// could not be removed from the inbox: that file is never copied again, only removed.
+    #[serde(default)]
+    pub source_left: Option<[u64; 2]>,
     /// How many times this exact file (same place, same content) has been dropped.
     pub drops: u32,
     pub updated_at: String,
@@ -100,6 +104,7 @@ impl Record {
             attempts: 0,
             reason: None,
             dest: None,
+            source_left: None,
             drops: 1,
             updated_at: now_rfc3339(),
         }

@@ -16,6 +16,10 @@
 //! read, the [`run::Mode`] (daemon or one sweep) and the [`run::Stats`] counters, lives in
 //! [`run`].
 //!
+//! [`beneath`] is the one way any stage reaches a path below an inbox (or below done/ and
+//! failed/): it never follows a link at any component, opens only regular files, and moves
+//! without clobbering, also across file systems.
+//!
 //! [`claims`] is the small shared registry that keeps a file from being taken twice while it
 //! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
 //! cancellation and reload requests; [`telemetry`] sets up logging (and escapes names for it);
@@ -23,6 +27,7 @@
 //! hourly upkeep task (ledger pruning, idle multipart uploads).
 
 pub mod batch;
+pub mod beneath;
 pub mod claims;
 pub mod config;
 pub mod finish;

@@ -74,8 +74,10 @@ impl Signature {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Regular,
-    /// A symlink, FIFO, socket or device: never uploaded, moved to failed/ with this reason.
-    NotRegular(&'static str),
+    /// A symlink, FIFO, socket or device: never opened nor uploaded, moved to failed/ (as
+    /// itself: a link as the link) with this reason, which says what it is (and where a link
+    /// points).
+    NotRegular(String),
 }
 
 /// A file that has been stable for its settle window, claimed for upload.
@@ -200,23 +202,21 @@ impl SettleStage {
         if rel.as_os_str().is_empty() || self.ignores[c.inbox].is_ignored(&rel) {
             return;
         }
-        let meta = match std::fs::symlink_metadata(&c.path) {
+        // Never through a link: a path below a link to a folder fails here (and is dropped);
+        // the link itself is seen as a link.
+        let meta = match crate::beneath::metadata(&inbox.path, &rel) {
             Ok(m) => m,
-            Err(_) => return, // gone already (renamed away, deleted): nothing to do
+            Err(_) => return, // gone already (renamed away, deleted), or below a link
         };
-        let ft = meta.file_type();
-        if ft.is_dir() {
+        let kind = crate::beneath::Kind::of(meta.file_type());
+        if kind == crate::beneath::Kind::Dir {
             return;
         }
         let now = Instant::now();
-        if !ft.is_file() {
+        if kind != crate::beneath::Kind::Regular {
             // Not something we can upload faithfully; it still must not sit unexplained in
-            // the inbox, so hand it on to be moved to failed/ with a reason.
-            let what = if ft.is_symlink() {
-                "a symbolic link (only regular files are uploaded)"
-            } else {
-                "not a regular file (FIFO, socket or device)"
-            };
+            // the inbox, so hand it on to be moved to failed/ (as itself) with a reason.
+            let what = not_regular_reason(kind, || crate::beneath::read_link(&inbox.path, &rel));
             if self.claims.try_claim(&c.path, now).is_ok() {
                 let _ = output
                     .send(ReadyFile {
@@ -257,8 +257,9 @@ impl SettleStage {
         let Some(p) = pending.get_mut(path) else {
             return true;
         };
-        let settle = self.inboxes[p.inbox].settle;
-        let meta = match std::fs::symlink_metadata(path) {
+        let inbox = &self.inboxes[p.inbox];
+        let settle = inbox.settle;
+        let meta = match crate::beneath::metadata(&inbox.path, &p.rel) {
             Ok(m) if m.is_file() => m,
             // Vanished or replaced by something else: forget it (and any deferral, which
             // would otherwise stay in memory for good); a new candidate will come.
@@ -298,7 +299,7 @@ impl SettleStage {
                 return true;
             }
         }
-        if open_for_writing(path) == Some(true) {
+        if open_for_writing(&inbox.path, &p.rel) == Some(true) {
             // Quiet for the whole window, but a writer (a Samba client, a scanner's driver)
             // still holds it open for writing: it may only be pausing. Wait another window.
             tracing::debug!(path = %path.display(), "stable but still open for writing; waiting");
@@ -339,9 +340,10 @@ impl SettleStage {
 /// lease (fcntl F_SETLEASE) is refused with EAGAIN exactly then. `None` when we cannot know —
 /// leases need the file's owner or CAP_LEASE (the systemd unit grants it), and some file
 /// systems have none — and then the settle window alone decides.
-fn open_for_writing(path: &Path) -> Option<bool> {
+fn open_for_writing(root: &Path, rel: &Path) -> Option<bool> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).ok()?;
+    // Only a regular file is opened, never through a link (a FIFO would block here).
+    let f = crate::beneath::open_file(root, rel).ok()?;
     let fd = f.as_raw_fd();
     // SAFETY: `fd` is a valid descriptor owned by `f`, which outlives both calls; F_SETLEASE
     // takes an integer argument and touches no memory of ours.
@@ -355,6 +357,29 @@ fn open_for_writing(path: &Path) -> Option<bool> {
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::EAGAIN) => Some(true),
         _ => None,
+    }
+}
+
+/// The reason a link, FIFO, socket or device goes to failed/: what it is, and for a link
+/// where it points (escaped: the target is text anyone can choose).
+fn not_regular_reason(
+    kind: crate::beneath::Kind,
+    target: impl FnOnce() -> std::io::Result<PathBuf>,
+) -> String {
+    use crate::beneath::Kind;
+    match kind {
+        Kind::Symlink => match target() {
+            Ok(t) => format!(
+                "a symbolic link to \"{}\"; links are never followed, only regular files are uploaded",
+                crate::telemetry::escape(&t)
+            ),
+            Err(_) => "a symbolic link; links are never followed, only regular files are uploaded"
+                .to_owned(),
+        },
+        Kind::Special(what) => {
+            format!("{what}, not a regular file; only regular files are read and uploaded")
+        }
+        Kind::Regular | Kind::Dir => "not a regular file".to_owned(),
     }
 }
 
@@ -384,9 +409,9 @@ mod tests {
         let p = d.path().join("f");
         let mut w = std::fs::File::create(&p).unwrap();
         std::io::Write::write_all(&mut w, b"half").unwrap();
-        assert_eq!(open_for_writing(&p), Some(true));
+        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(true));
         drop(w);
-        assert_eq!(open_for_writing(&p), Some(false));
+        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(false));
     }
 
     #[test]

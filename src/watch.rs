@@ -48,9 +48,9 @@ enum Raw {
     Error(usize, notify::Error),
 }
 
-/// A new folder is swept when its event arrives and once more this much later: notify adds
-/// the folder's watch only after it has delivered the event, so a file created in between
-/// raises no event and may not exist yet at the first sweep.
+/// A new folder is swept when its event arrives and once more this much later: its watch is
+/// added after that first walk, so a file created in between raises no event and may not
+/// exist yet at the first sweep.
 const NEW_DIR_RESWEEP: Duration = Duration::from_secs(1);
 
 /// Capacity of the queue between notify's thread and this stage. When it is full, events are
@@ -204,7 +204,10 @@ impl WatchStage {
             tx,
         } = started;
         // Startup sweep: files present before we started get no events.
-        if !self.sweep_all("startup", &output, &missing).await {
+        if !self
+            .sweep_all("startup", &output, &missing, &mut watchers)
+            .await
+        {
             return;
         }
         if self.mode == Mode::Once {
@@ -230,29 +233,29 @@ impl WatchStage {
             let ok = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 ev = raw.recv() => match ev {
-                    Some(ev) => self.on_raw(ev, &output, &mut resweep).await,
+                    Some(ev) => self.on_raw(ev, &output, &mut resweep, &mut watchers).await,
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => {
                     self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("periodic", &output, &missing).await
+                    self.sweep_all("periodic", &output, &missing, &mut watchers).await
                 }
                 _ = poll.tick(), if !polled.is_empty() => {
                     let mut ok = true;
                     for &i in &polled {
-                        ok &= self.sweep(i, &self.inboxes[i].path, &output).await;
+                        ok &= self.sweep(i, &self.inboxes[i].path, &output, &mut watchers).await;
                     }
                     ok
                 }
                 _ = self.rescan_now.notified() => {
                     self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed);
-                    self.sweep_all("requested", &output, &missing).await
+                    self.sweep_all("requested", &output, &missing, &mut watchers).await
                 }
                 _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
                     match resweep.pop_front() {
-                        Some((_, idx, dir)) => self.sweep(idx, &dir, &output).await,
+                        Some((_, idx, dir)) => self.sweep(idx, &dir, &output, &mut watchers).await,
                         None => true,
                     }
                 }
@@ -262,7 +265,10 @@ impl WatchStage {
             }
             if overflowed.swap(false, Ordering::Relaxed) {
                 tracing::warn!("file events were dropped (queue full); rescanning every inbox");
-                if !self.sweep_all("overflow", &output, &missing).await {
+                if !self
+                    .sweep_all("overflow", &output, &missing, &mut watchers)
+                    .await
+                {
                     return;
                 }
             }
@@ -274,6 +280,7 @@ impl WatchStage {
         ev: Raw,
         output: &mpsc::Sender<Candidate>,
         resweep: &mut std::collections::VecDeque<(Instant, usize, PathBuf)>,
+        watchers: &mut [Option<Watched>],
     ) -> bool {
         match ev {
             Raw::Error(idx, e) => {
@@ -286,19 +293,26 @@ impl WatchStage {
             }
             Raw::Paths(idx, _, true) => {
                 tracing::warn!(inbox = %self.inboxes[idx].name, "kernel event queue overflowed; rescanning");
-                self.sweep(idx, &self.inboxes[idx].path, output).await
+                self.sweep(idx, &self.inboxes[idx].path, output, watchers)
+                    .await
             }
             Raw::Paths(idx, paths, false) => {
                 for path in paths {
                     // A new folder's own files raise no events if they were written before its
                     // watch was added (or it was moved in whole): walk it.
-                    let is_dir = tokio::fs::symlink_metadata(&path)
-                        .await
-                        .map(|m| m.is_dir())
-                        .unwrap_or(false);
+                    // Never through a link: a link to a folder is a candidate like a file (it
+                    // goes to failed/ as the link), never a folder to walk.
+                    let is_dir =
+                        path.strip_prefix(&self.inboxes[idx].path)
+                            .ok()
+                            .is_some_and(|rel| {
+                                rel.as_os_str().is_empty()
+                                    || crate::beneath::metadata(&self.inboxes[idx].path, rel)
+                                        .is_ok_and(|m| m.is_dir())
+                            });
                     let ok = if is_dir {
                         resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
-                        self.sweep(idx, &path, output).await
+                        self.sweep(idx, &path, output, watchers).await
                     } else {
                         output.send(Candidate { inbox: idx, path }).await.is_ok()
                     };
@@ -317,28 +331,50 @@ impl WatchStage {
         why: &str,
         output: &mpsc::Sender<Candidate>,
         missing: &[bool],
+        watchers: &mut [Option<Watched>],
     ) -> bool {
         tracing::debug!(reason = why, "rescanning all inboxes");
         for (idx, inbox) in self.inboxes.iter().enumerate() {
             if missing[idx] {
                 continue; // reported when it went missing; looked for again at each rescan
             }
-            if !self.sweep(idx, &inbox.path, output).await {
+            if !self.sweep(idx, &inbox.path, output, watchers).await {
                 return false;
             }
         }
         true
     }
 
-    /// Walks `dir` (inside inbox `idx`) and sends every non-directory entry as a candidate.
-    async fn sweep(&self, idx: usize, dir: &Path, output: &mpsc::Sender<Candidate>) -> bool {
-        let dir = dir.to_path_buf();
+    /// Walks `dir` (inside inbox `idx`), watches every folder found (when the inbox uses
+    /// kernel events) and sends every non-directory entry as a candidate.
+    async fn sweep(
+        &self,
+        idx: usize,
+        dir: &Path,
+        output: &mpsc::Sender<Candidate>,
+        watchers: &mut [Option<Watched>],
+    ) -> bool {
+        let root = self.inboxes[idx].path.clone();
+        let Ok(sub) = dir.strip_prefix(&root).map(Path::to_path_buf) else {
+            return true; // not in this inbox (cannot happen: paths come from its watcher)
+        };
         let name = self.inboxes[idx].name.clone();
-        let found = tokio::task::spawn_blocking(move || walk(&name, &dir)).await;
+        let found =
+            tokio::task::spawn_blocking(move || crate::beneath::walk_tree(&name, &root, &sub))
+                .await;
         let Ok(found) = found else {
             return true; // the walk task panicked; nothing found this time, the next sweep retries
         };
-        for path in found {
+        if let Some(Some(w)) = watchers.get_mut(idx) {
+            let inbox = &self.inboxes[idx];
+            if let Err(e) = w.add_dirs(inbox, &found.dirs) {
+                // The periodic rescan still covers folders without a watch, but latency
+                // suffers, so say so loudly.
+                tracing::error!(inbox = %inbox.name, error = %e,
+                    "file watching degraded; files are still found by the periodic rescan");
+            }
+        }
+        for path in found.files {
             if output.send(Candidate { inbox: idx, path }).await.is_err() {
                 return false;
             }
@@ -361,9 +397,50 @@ pub struct Watchers {
 }
 
 /// A kernel watcher and the identity of the folder it watches.
+///
+/// Every folder gets its own non-recursive watch, added by this module after a walk that
+/// never follows links: notify's recursive mode would follow a folder that is swapped for a
+/// link (even to `/`) between its creation event and notify's own walk, and watch every
+/// folder behind it.
 struct Watched {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
     root: FolderId,
+}
+
+impl Watched {
+    /// Watches each of `dirs` (folders of `inbox`, found by a no-follow walk). Adding a watch
+    /// again is harmless. A path that is no longer a folder reached without links by the
+    /// time its watch exists (swapped for a link in between) loses the watch at once.
+    fn add_dirs(&mut self, inbox: &InboxSettings, dirs: &[PathBuf]) -> Result<(), WatchError> {
+        if folder_id(&inbox.path) != Some(self.root) {
+            // The inbox folder was replaced since this watcher started: its folders belong to
+            // the new watcher that the next rescan starts (`rewatch_replaced`).
+            return Ok(());
+        }
+        for dir in dirs {
+            match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                // Gone meanwhile: nothing to watch.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
+                Err(e)
+                    if matches!(&e.kind, notify::ErrorKind::Io(io)
+                        if io.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(watch_error(dir, e)),
+            }
+            let still_dir = match dir.strip_prefix(&inbox.path) {
+                Ok(rel) if rel.as_os_str().is_empty() => true,
+                Ok(rel) => crate::beneath::metadata(&inbox.path, rel).is_ok_and(|m| m.is_dir()),
+                Err(_) => false,
+            };
+            if !still_dir {
+                let _ = self.watcher.unwatch(dir);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Identity of a folder: tells a replaced folder from the one being watched. The inode
@@ -407,29 +484,21 @@ fn watch_inbox(
             flag.store(true, Ordering::Relaxed);
         }
     };
-    let mut w = RecommendedWatcher::new(handler, notify::Config::default()).map_err(|source| {
-        WatchError::Notify {
-            path: inbox.path.clone(),
-            source,
-        }
+    // Never follow links: a link to a folder (even to `/`) must neither be watched nor cost
+    // a watch per folder behind it. The link itself is a candidate like any file.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut w = RecommendedWatcher::new(handler, config).map_err(|source| WatchError::Notify {
+        path: inbox.path.clone(),
+        source,
     })?;
-    w.watch(&inbox.path, RecursiveMode::Recursive)
+    w.watch(&inbox.path, RecursiveMode::NonRecursive)
         .map_err(|e| watch_error(&inbox.path, e))?;
-    Ok(Watched { _watcher: w, root })
-}
-
-/// Every non-directory entry under `dir`. Unreadable entries are logged and skipped: they
-/// cannot be uploaded anyway, and the next sweep looks again.
-fn walk(inbox: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        match entry {
-            Ok(e) if !e.file_type().is_dir() => out.push(e.into_path()),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(inbox, error = %e, "cannot read part of the inbox"),
-        }
-    }
-    out
+    let mut watched = Watched { watcher: w, root };
+    // Every folder below now, so that a watch limit stops the daemon at startup with a clear
+    // message; folders that appear later are added by the sweeps.
+    let tree = crate::beneath::walk_tree(&inbox.name, &inbox.path, Path::new(""));
+    watched.add_dirs(inbox, &tree.dirs)?;
+    Ok(watched)
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -537,16 +606,5 @@ mod tests {
             Some("ext4")
         );
         assert!(is_network_fs("nfs4") && is_network_fs("fuse.sshfs") && !is_network_fs("ext4"));
-    }
-
-    #[test]
-    fn walk_lists_files_in_nested_folders() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
-        std::fs::write(d.path().join("a/b/x.pdf"), b"x").unwrap();
-        std::fs::write(d.path().join("y"), b"y").unwrap();
-        let mut found = walk("t", d.path());
-        found.sort();
-        assert_eq!(found, vec![d.path().join("a/b/x.pdf"), d.path().join("y")]);
     }
 }

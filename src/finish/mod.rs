@@ -21,8 +21,13 @@ use crate::run::{Mode, Stats};
 use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome, Report};
 
-mod moves;
-pub use moves::move_no_clobber;
+use crate::beneath;
+
+/// How long a file waits that must stay in the inbox for a reason no retry soon will fix (a
+/// FIFO or socket that cannot be moved to failed/ on another file system; a file copied to
+/// done/ whose original cannot be removed). It is looked at again after this, with one ERROR
+/// line each time.
+const STUCK_RETRY: Duration = Duration::from_secs(3600);
 
 /// Outcomes taken together at most (one ledger flush each).
 const GROUP: usize = 256;
@@ -90,6 +95,11 @@ impl FinishStage {
 
     /// Writes the outcome to the ledger (not yet flushed). Returns the record to complete.
     fn record(&self, o: &Outcome) -> Result<Option<Record>, LedgerError> {
+        if o.sha256.is_none() && matches!(o.result, FileResult::Deferred { .. }) {
+            // Deferred before it could be read (permission denied, retried for a while): no
+            // content, so no identity to record; a record without one would only linger.
+            return Ok(None);
+        }
         let inbox = &self.inboxes[o.file.inbox];
         let rel = o.file.rel.to_string_lossy();
         let sha = o.sha256.as_deref();
@@ -128,6 +138,18 @@ impl FinishStage {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
         let stats = &self.stats;
+        let left_here = rec
+            .as_ref()
+            .is_some_and(|r| r.source_left == Some([o.file.sig.dev, o.file.sig.ino]));
+        if left_here
+            && matches!(
+                o.result,
+                FileResult::Duplicate { .. } | FileResult::Failed { .. }
+            )
+        {
+            self.remove_left_source(o, rec);
+            return;
+        }
         match &o.result {
             FileResult::Uploaded { key, existed, .. } => {
                 self.move_to_done(o, rec, key, Some(*existed));
@@ -137,16 +159,25 @@ impl FinishStage {
             }
             FileResult::Failed { reason } => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                match move_no_clobber(path, &inbox.failed_dir, &o.file.rel) {
-                    Ok(dest) => {
-                        if let Err(e) = write_reason(&dest, inbox, o, reason) {
-                            tracing::error!(dest = %escape(&dest), error = %e,
+                let rel = &o.file.rel;
+                match beneath::move_no_clobber(&inbox.path, rel, &inbox.failed_dir, rel) {
+                    Ok(moved) => {
+                        if let Err(e) = write_reason(&moved.dest, inbox, o, reason) {
+                            tracing::error!(dest = %escape(&moved.dest), error = %e,
                                 "cannot write the reason file; the reason is in the ledger");
                         }
                         tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
-                            dest = %escape(&dest), "failed; moved to failed/");
-                        self.finished(rec, State::Failed, dest);
-                        self.claims.release(path);
+                            dest = %escape(&moved.dest), "failed; moved to failed/");
+                        self.after_move(o, rec, State::Failed, moved);
+                    }
+                    Err(e) if beneath::is_unmovable(&e) => {
+                        // A FIFO, socket or device, and failed/ is on another file system:
+                        // moving it would mean opening it. It stays; say so once per look.
+                        tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
+                            error = %e, failed_dir = %inbox.failed_dir.display(),
+                            retry_in = ?STUCK_RETRY,
+                            "cannot be moved to failed/; it stays in the inbox (remove it by hand)");
+                        self.claims.defer(path, Instant::now() + STUCK_RETRY);
                     }
                     Err(e) => {
                         tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
@@ -193,8 +224,10 @@ impl FinishStage {
     fn move_to_done(&self, o: &Outcome, rec: Option<Record>, key: &str, existed: Option<bool>) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        match move_no_clobber(path, &inbox.done_dir, &o.file.rel) {
-            Ok(dest) => {
+        let rel = &o.file.rel;
+        match beneath::move_no_clobber(&inbox.path, rel, &inbox.done_dir, rel) {
+            Ok(moved) => {
+                let dest = &moved.dest;
                 match existed {
                     None => {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -207,8 +240,7 @@ impl FinishStage {
                             bytes = o.file.size, already_there = existed, dest = %escape(&dest), "uploaded");
                     }
                 }
-                self.finished(rec, State::Finished, dest);
-                self.claims.release(path);
+                self.after_move(o, rec, State::Finished, moved);
             }
             Err(e) => {
                 // The upload is recorded; only the move failed. Leave the file in the inbox:
@@ -217,6 +249,62 @@ impl FinishStage {
                 tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
                     error = %e, done_dir = %inbox.done_dir.display(), "uploaded, but cannot move the file to done/; will retry");
                 self.claims.defer(path, Instant::now() + self.retry_later);
+            }
+        }
+    }
+
+    /// Records where the file went and releases its claim. When the move was a copy to
+    /// another file system whose original could not be removed, the record says so, so that
+    /// the original is never copied (or uploaded) again, only removed.
+    fn after_move(
+        &self,
+        o: &Outcome,
+        mut rec: Option<Record>,
+        state: State,
+        moved: beneath::Moved,
+    ) {
+        let path = &o.file.path;
+        match moved.source_left {
+            None => {
+                self.finished(rec, state, moved.dest);
+                self.claims.release(path);
+            }
+            Some(e) => {
+                let inbox = &self.inboxes[o.file.inbox];
+                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(),
+                    dest = %moved.dest.display(), error = %e, retry_in = ?STUCK_RETRY,
+                    "copied, but the original cannot be removed from the inbox; it is not copied again (remove it by hand)");
+                if let Some(r) = rec.as_mut() {
+                    r.source_left = Some([o.file.sig.dev, o.file.sig.ino]);
+                }
+                self.finished(rec, state, moved.dest);
+                self.claims.defer(path, Instant::now() + STUCK_RETRY);
+            }
+        }
+    }
+
+    /// The original of a file already copied to done/ or failed/ is back in view: only try
+    /// removing it again.
+    fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) {
+        let inbox = &self.inboxes[o.file.inbox];
+        let path = &o.file.path;
+        match beneath::remove(&inbox.path, &o.file.rel) {
+            Ok(()) => {
+                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                    "removed the original of a file copied earlier");
+                if let Some(mut r) = rec {
+                    r.source_left = None;
+                    if let Err(e) = self.ledger.put(&mut r) {
+                        tracing::error!(error = %e, "cannot record the removal of a file");
+                    }
+                }
+                self.claims.release(path);
+            }
+            Err(e) => {
+                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), error = %e,
+                    retry_in = ?STUCK_RETRY,
+                    "already copied, and the original still cannot be removed from the inbox; it is not copied again (remove it by hand)");
+                self.claims.defer(path, Instant::now() + STUCK_RETRY);
             }
         }
     }
@@ -296,7 +384,8 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
         if !inbox.path.is_dir() {
             continue; // its share is not mounted: a missing folder says nothing about its files
         }
-        if std::fs::symlink_metadata(inbox.path.join(&rec.rel_path)).is_ok() {
+        let rel = Path::new(&rec.rel_path);
+        if beneath::metadata(&inbox.path, rel).is_ok() {
             continue;
         }
         if rec.state == State::Failed {
@@ -306,7 +395,8 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
             rec.dest = Some(inbox.failed_dir.join(&rec.rel_path));
         } else {
             let done = inbox.done_dir.join(&rec.rel_path);
-            let there = std::fs::metadata(&done).is_ok_and(|m| m.len() == rec.size);
+            let there = beneath::metadata(&inbox.done_dir, rel)
+                .is_ok_and(|m| m.is_file() && m.len() == rec.size);
             rec.state = State::Finished;
             rec.dest = there.then_some(done);
         }
@@ -322,20 +412,20 @@ fn write_reason(
     o: &Outcome,
     reason: &str,
 ) -> std::io::Result<()> {
-    // create_new: a file in failed/ that happens to carry such a name is never overwritten.
+    let rel = dest
+        .strip_prefix(&inbox.failed_dir)
+        .map_err(|_| std::io::Error::other("the file is not in failed/"))?;
+    // Created exclusively, never through a link: a file in failed/ that happens to carry
+    // such a name is never overwritten.
     let mut f = None;
     for n in 0..1000u32 {
-        let mut name = dest.as_os_str().to_owned();
+        let mut name = rel.as_os_str().to_owned();
         name.push(if n == 0 {
             ".reason.txt".to_owned()
         } else {
             format!(".reason ({n}).txt")
         });
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(PathBuf::from(name))
-        {
+        match beneath::create_new(&inbox.failed_dir, Path::new(&name)) {
             Ok(file) => {
                 f = Some(file);
                 break;
@@ -349,8 +439,8 @@ fn write_reason(
             "too many reason files with this name",
         ));
     };
-    // Names are chosen by whoever writes into the inbox: escaped, so that none can add a
-    // line of its own to this file.
+    // Names are chosen by whoever writes into the inbox, and a reason may quote a link's
+    // target or an error naming a file: escaped, so that none can add a line of its own.
     writeln!(f, "reason: {}", escape(reason))?;
     writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
     writeln!(f, "attempts: {}", o.attempts)?;

@@ -63,7 +63,8 @@ pub(super) async fn upload_loop(
                     Put {
                         bucket: &inbox.bucket,
                         key: &key,
-                        path: &file.path,
+                        root: &inbox.path,
+                        rel: &file.rel,
                         content: content.clone(),
                         size: file.size,
                         sha256: sha,
@@ -91,7 +92,7 @@ pub(super) async fn upload_loop(
                     // The abandoned earlier version is replaced: nothing to remember any more.
                     let _ = sh.ledger.remove_abandoned(&inbox.bucket, &key);
                 }
-                if changed_since(file) {
+                if changed_since(file, &inbox.path) {
                     // The object holds what we hashed (the server verified it), but the file
                     // has moved on: done/ would not match the bucket. Go round again, and
                     // remember the object as ours and unfinished so that the next version of
@@ -121,7 +122,7 @@ pub(super) async fn upload_loop(
                 );
             }
             Err(PutError::File(e)) => {
-                if changed_since(file) {
+                if changed_since(file, &inbox.path) {
                     return (attempts, FileResult::Changed);
                 }
                 return (
@@ -178,7 +179,7 @@ pub(super) async fn upload_loop(
                 }
             }
             Disposition::BadDigest => {
-                if changed_since(file) {
+                if changed_since(file, &inbox.path) {
                     return (attempts, FileResult::Changed);
                 }
                 // The bytes were damaged on the way; sending again is the cure.
@@ -285,7 +286,7 @@ async fn on_existing_object(
     if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
         // Exactly our content is already there: an earlier attempt (before a crash, or whose
         // answer was lost) stored it. Nothing to send again.
-        if changed_since(file) {
+        if changed_since(file, &inbox.path) {
             return Existing::Done(FileResult::Changed);
         }
         return Existing::Done(FileResult::Uploaded {

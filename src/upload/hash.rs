@@ -32,24 +32,26 @@ pub struct Digests {
     pub content: Option<Vec<u8>>,
 }
 
-/// SHA-256 of the file at `path`, provided it still matches `expected` before and after.
-/// Blocking: run it on a blocking thread.
-pub fn sha256_file(path: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
-    Ok(digests(path, expected, None, false)?.whole)
+/// SHA-256 of the file `root/rel` (never through a link, never anything but a regular file),
+/// provided it still matches `expected` before and after. Blocking: run it on a blocking
+/// thread.
+pub fn sha256_file(root: &Path, rel: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
+    Ok(digests(root, rel, expected, None, false)?.whole)
 }
 
 /// Like [`sha256_file`], plus per-part digests for `part_size` (which must be a multiple of
 /// the read buffer, as every valid S3 part size is: whole MiB), and the content itself when
 /// `keep` is set (only for files of at most [`SMALL`] bytes).
 pub fn digests(
-    path: &Path,
+    root: &Path,
+    rel: &Path,
     expected: &Signature,
     part_size: Option<u64>,
     keep: bool,
 ) -> Result<Digests, HashError> {
     let keep = keep && expected.size <= SMALL && part_size.is_none();
     let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
-    let mut f = std::fs::File::open(path)?;
+    let mut f = crate::beneath::open_file(root, rel)?;
     if Signature::of(&f.metadata()?) != *expected {
         return Err(HashError::Changed);
     }
@@ -61,7 +63,7 @@ pub fn digests(
         // Small file: one read straight into the buffer that will be sent.
         (&mut f).take(SMALL + 1).read_to_end(c)?;
         if c.len() as u64 != expected.size
-            || Signature::of(&std::fs::symlink_metadata(path)?) != *expected
+            || Signature::of(&crate::beneath::metadata(root, rel)?) != *expected
         {
             return Err(HashError::Changed);
         }
@@ -99,7 +101,7 @@ pub fn digests(
     if part_size.is_some() && in_part > 0 {
         parts.push(part.finalize().into());
     }
-    if total != expected.size || Signature::of(&std::fs::symlink_metadata(path)?) != *expected {
+    if total != expected.size || Signature::of(&crate::beneath::metadata(root, rel)?) != *expected {
         return Err(HashError::Changed);
     }
     Ok(Digests {
@@ -119,15 +121,19 @@ mod tests {
         let p = d.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
-        let h = sha256_file(&p, &sig).unwrap();
-        let d = digests(&p, &sig, None, true).unwrap();
+        let (root, rel) = (p.parent().unwrap(), Path::new("f"));
+        let h = sha256_file(root, rel, &sig).unwrap();
+        let d = digests(root, rel, &sig, None, true).unwrap();
         assert_eq!((d.whole, d.content.as_deref()), (h, Some(&b"abc"[..])));
         assert_eq!(
             hex::encode(h),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         std::fs::write(&p, b"abcd").unwrap();
-        assert!(matches!(sha256_file(&p, &sig), Err(HashError::Changed)));
+        assert!(matches!(
+            sha256_file(root, rel, &sig),
+            Err(HashError::Changed)
+        ));
     }
 
     #[test]
@@ -138,7 +144,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let part = 2 * BUF as u64;
-        let got = digests(&p, &sig, Some(part), false).unwrap();
+        let got = digests(d.path(), Path::new("f"), &sig, Some(part), false).unwrap();
         let want: Vec<[u8; 32]> = data
             .chunks(part as usize)
             .map(|c| Sha256::digest(c).into())

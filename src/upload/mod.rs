@@ -15,6 +15,8 @@ pub mod multipart;
 pub mod pause;
 pub mod s3;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +98,8 @@ struct Shared {
     hashing: Semaphore,
     hashing_large: Semaphore,
     pauses: Vec<Pause>,
+    /// Files found unreadable (permission denied), and since when.
+    unreadable: UnreadableSince,
     /// Cancelled at shutdown: no new upload starts.
     intake: CancellationToken,
     /// Cancelled when the grace period is over: uploads still running are abandoned.
@@ -145,6 +149,7 @@ impl UploadStage {
             ledger: self.ledger,
             mode: self.mode,
             pauses,
+            unreadable: UnreadableSince::default(),
             intake: self.intake,
             abort: self.abort,
         });
@@ -234,17 +239,58 @@ async fn process_inner(
         let Ok(_slot) = lane.acquire().await else {
             return (None, 0, FileResult::Interrupted);
         };
-        let path = file.path.clone();
+        let root = inbox.path.clone();
+        let rel = file.rel.clone();
         let sig = file.sig;
         // Small files are kept in memory from this single read: hashed and sent from the same
         // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
         let keep = file.size <= hash::SMALL;
-        match tokio::task::spawn_blocking(move || hash::digests(&path, &sig, part_size, keep)).await
+        let hashed =
+            tokio::task::spawn_blocking(move || hash::digests(&root, &rel, &sig, part_size, keep))
+                .await;
+        if !matches!(&hashed, Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied)
         {
+            sh.unreadable.forget(&file.path);
+        }
+        match hashed {
             Ok(Ok(d)) => d,
             Ok(Err(hash::HashError::Changed)) => return (None, 0, FileResult::Changed),
-            Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Gone, or no longer a regular file reached without links (replaced by a link or
+            // a FIFO since settle looked): it goes round again and settle says what it is.
+            Ok(Err(hash::HashError::Io(e)))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::InvalidInput
+                        | std::io::ErrorKind::NotADirectory
+                ) || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
                 return (None, 0, FileResult::Changed);
+            }
+            Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Often temporary: the file was dropped before its chmod or ACL. Give it
+                // `unreadable_retry_for` before it counts as failed.
+                let window = sh.settings.unreadable_retry_for;
+                return match sh.unreadable.note(&file.path, Instant::now(), window) {
+                    Unreadable::Wait => (
+                        None,
+                        0,
+                        FileResult::Deferred {
+                            reason: format!(
+                                "cannot read the file yet ({e}); retried for up to {}",
+                                humantime::format_duration(window)
+                            ),
+                        },
+                    ),
+                    Unreadable::GiveUp => (
+                        None,
+                        0,
+                        failed(format!(
+                            "cannot read the file: {e} (still, after {})",
+                            humantime::format_duration(window)
+                        )),
+                    ),
+                };
             }
             Ok(Err(e)) => return (None, 0, failed(e.to_string())),
             Err(e) => return (None, 0, failed(format!("hashing failed: {e}"))),
@@ -267,8 +313,13 @@ async fn process_inner(
             );
         }
     };
+    // This very file was copied to done/ or failed/ on another file system, but could not be
+    // removed from the inbox: never copy or upload it again; finish only tries removing it.
+    let left_here = rec
+        .as_ref()
+        .is_some_and(|r| r.source_left == Some([file.sig.dev, file.sig.ino]));
     match rec.as_ref().map(|r| r.state) {
-        Some(State::Failed) if rec.as_ref().is_some_and(|r| r.dest.is_none()) => {
+        Some(State::Failed) if left_here || rec.as_ref().is_some_and(|r| r.dest.is_none()) => {
             // Failed before, and the move to failed/ did not happen (it failed, or a crash
             // came first): do not upload again, only try the move. (A file an admin moved back
             // from failed/ has a recorded destination and is uploaded again.)
@@ -343,9 +394,59 @@ fn part_slots(concurrency: usize) -> usize {
     (concurrency - concurrency / 4).max(1)
 }
 
+/// Whether an unreadable file gets more time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    Wait,
+    GiveUp,
+}
+
+/// When each file was first found unreadable (permission denied), so that it is retried for
+/// a while before it goes to failed/: a chmod or ACL often arrives just after the file.
+#[derive(Default)]
+struct UnreadableSince(std::sync::Mutex<HashMap<PathBuf, Instant>>);
+
+impl UnreadableSince {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Instant>> {
+        // A poisoned lock only means a panic elsewhere; single inserts/removes keep it sound.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file is unreadable now: wait longer or give up.
+    fn note(&self, path: &Path, now: Instant, window: Duration) -> Unreadable {
+        let mut map = self.map();
+        // Files that went away while waiting are never looked up again: drop old entries.
+        map.retain(|_, since| now.saturating_duration_since(*since) <= window * 4 + HOUR);
+        let since = *map.entry(path.to_path_buf()).or_insert(now);
+        let verdict = unreadable_verdict(since, now, window);
+        if verdict == Unreadable::GiveUp {
+            map.remove(path);
+        }
+        verdict
+    }
+
+    fn forget(&self, path: &Path) {
+        let mut map = self.map();
+        if !map.is_empty() {
+            map.remove(path);
+        }
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A file unreadable since `since` is retried until `window` has passed.
+fn unreadable_verdict(since: Instant, now: Instant, window: Duration) -> Unreadable {
+    if now.saturating_duration_since(since) < window {
+        Unreadable::Wait
+    } else {
+        Unreadable::GiveUp
+    }
+}
+
 /// True when the file is no longer the one settle handed on (or is gone).
-fn changed_since(file: &ReadyFile) -> bool {
-    match std::fs::symlink_metadata(&file.path) {
+fn changed_since(file: &ReadyFile, root: &Path) -> bool {
+    match crate::beneath::metadata(root, &file.rel) {
         Ok(m) => Signature::of(&m) != file.sig,
         Err(_) => true,
     }
@@ -372,6 +473,24 @@ mod tests {
         for c in 4..200 {
             assert!(part_slots(c) < c && part_slots(c) >= c / 2);
         }
+    }
+
+    #[test]
+    fn unreadable_files_wait_then_fail() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(300);
+        assert_eq!(unreadable_verdict(t0, t0, w), Unreadable::Wait);
+        assert_eq!(unreadable_verdict(t0, t0 + w / 2, w), Unreadable::Wait);
+        assert_eq!(unreadable_verdict(t0, t0 + w, w), Unreadable::GiveUp);
+        let u = UnreadableSince::default();
+        let p = Path::new("/in/a");
+        assert_eq!(u.note(p, t0, w), Unreadable::Wait);
+        assert_eq!(u.note(p, t0 + w / 2, w), Unreadable::Wait);
+        assert_eq!(u.note(p, t0 + w, w), Unreadable::GiveUp);
+        // Given up: a new drop under the same name starts afresh.
+        assert_eq!(u.note(p, t0 + w * 2, w), Unreadable::Wait);
+        u.forget(p);
+        assert_eq!(u.note(p, t0 + w * 3, w), Unreadable::Wait);
     }
 
     #[test]

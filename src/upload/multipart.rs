@@ -13,7 +13,6 @@
 use std::path::Path;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use futures::StreamExt;
@@ -158,7 +157,8 @@ pub(super) async fn send(
             upload_part(
                 sh,
                 &stop,
-                &file.path,
+                &inbox.path,
+                &file.rel,
                 bucket,
                 key,
                 &upload_id,
@@ -208,7 +208,7 @@ pub(super) async fn send(
     // Every part was read from the file by now. If the file changed meanwhile, the parts may
     // mix versions (servers that do not verify part checksums would accept them): never
     // complete such an upload.
-    if changed_since(file) {
+    if changed_since(file, &inbox.path) {
         return Err(PutError::Changed);
     }
 
@@ -309,7 +309,8 @@ fn forget_upload(
 async fn upload_part(
     sh: &Shared,
     stop: &tokio_util::sync::CancellationToken,
-    path: &Path,
+    root: &Path,
+    rel: &Path,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -335,14 +336,10 @@ async fn upload_part(
             } => p.map_err(|_| PutError::Interrupted)?,
             _ = stop.cancelled() => return Err(PutError::Interrupted),
         };
-        let body = ByteStream::read_from()
-            .path(path)
-            .offset(offset)
-            .length(Length::Exact(len))
-            .buffer_size(256 * 1024)
-            .build()
-            .await
-            .map_err(|e| PutError::File(e.to_string()))?;
+        // This very file (regular, reached without following links), also on an SDK retry;
+        // open until the part is sent.
+        let pinned = super::s3::open_pinned(root, rel)?;
+        let body = super::s3::file_body(&pinned, offset, len).await?;
         let send = sh
             .client
             .upload_part()
@@ -450,7 +447,8 @@ pub async fn cleanup(
             // Its share is not mounted: the file may well be there later; keep the upload.
             continue;
         }
-        let path = inbox.path.join(&rec.rel_path);
+        let root = inbox.path.clone();
+        let rel = std::path::PathBuf::from(&rec.rel_path);
         let want = rec.sha256.clone();
         let size = rec.size;
         // At startup the content is compared (a restart may follow any change); while running,
@@ -458,12 +456,12 @@ pub async fn cleanup(
         // paused inbox is not read again every hour.
         let full = idle_since.is_none();
         let same = tokio::task::spawn_blocking(move || {
-            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let meta = crate::beneath::metadata(&root, &rel).ok()?;
             if !full {
                 return (meta.is_file() && meta.len() == size).then_some(());
             }
             let sig = crate::settle::Signature::of(&meta);
-            let sha = super::hash::sha256_file(&path, &sig).ok()?;
+            let sha = super::hash::sha256_file(&root, &rel, &sig).ok()?;
             (Some(hex::encode(sha)) == want).then_some(())
         })
         .await

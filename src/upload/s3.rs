@@ -190,7 +190,9 @@ pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
 pub struct Put<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
-    pub path: &'a Path,
+    /// The file is `root/rel` (opened through [`crate::beneath`], never through a link).
+    pub root: &'a Path,
+    pub rel: &'a Path,
     /// The file's bytes, when it is small enough to be sent from memory.
     pub content: Option<bytes::Bytes>,
     pub size: u64,
@@ -222,15 +224,10 @@ pub enum PutError {
 /// CRC32 nor switches to aws-chunked encoding (which several S3-compatible servers reject).
 /// Returns the ETag.
 pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, PutError> {
+    let mut _pinned = None;
     let body = match p.content {
         Some(bytes) => ByteStream::from(bytes),
-        None => ByteStream::read_from()
-            .path(p.path)
-            .length(Length::Exact(p.size))
-            .buffer_size(256 * 1024)
-            .build()
-            .await
-            .map_err(|e| PutError::File(e.to_string()))?,
+        None => file_body(_pinned.insert(open_pinned(p.root, p.rel)?), 0, p.size).await?,
     };
     let hex = hex::encode(p.sha256);
     let mut req = client
@@ -250,6 +247,36 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         Ok(out) => Ok(out.e_tag().map(str::to_owned)),
         Err(e) => Err(PutError::S3(failure(&e))),
     }
+}
+
+/// Opens the file `root/rel` for a body: a regular file, reached without following links.
+pub fn open_pinned(root: &Path, rel: &Path) -> Result<crate::beneath::Pinned, PutError> {
+    crate::beneath::Pinned::open(root, rel).map_err(|e| PutError::File(e.to_string()))
+}
+
+/// `len` bytes from `offset` of the pinned file as a body; keep `pinned` until the request
+/// is done. Through its /proc path the SDK can read the body again for a retry of its own;
+/// without /proc the body is the open file itself, and a failed request is retried by the
+/// upload loop instead.
+pub async fn file_body(
+    pinned: &crate::beneath::Pinned,
+    offset: u64,
+    len: u64,
+) -> Result<ByteStream, PutError> {
+    let b = ByteStream::read_from();
+    let b = match pinned.path() {
+        Some(path) => b.path(path),
+        None => {
+            let f = pinned.file().map_err(|e| PutError::File(e.to_string()))?;
+            b.file(tokio::fs::File::from_std(f))
+        }
+    };
+    b.offset(offset)
+        .length(Length::Exact(len))
+        .buffer_size(256 * 1024)
+        .build()
+        .await
+        .map_err(|e| PutError::File(e.to_string()))
 }
 
 /// What HEAD says about an existing object.

@@ -483,6 +483,18 @@ impl Inbox {
     }
 }
 
+/// `chown -hR uid:gid dir` (links themselves, never what they point to).
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+    let meta = fs::symlink_metadata(dir).expect("stat");
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).expect("read dir").flatten() {
+            chown_tree(&entry.path(), uid, gid);
+        }
+    }
+}
+
 /// Content and modification time of a file, to prove it was left untouched.
 pub fn fingerprint(path: &Path) -> (Vec<u8>, SystemTime) {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -702,6 +714,22 @@ impl Daemon {
 
     /// Starts `inboxd run` with extra environment variables (e.g. `INBOXD_FAILPOINT`).
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn_run(env, None);
+    }
+
+    /// Hands the whole test directory (config, state, inboxes) to another user, for
+    /// [`Daemon::start_as`].
+    pub fn give_to(&self, uid: u32, gid: u32) {
+        chown_tree(self.dir.path(), uid, gid);
+    }
+
+    /// Starts `inboxd run` as another user (`uid`, `gid`; see [`Daemon::give_to`]). Root
+    /// reads and removes whatever it likes; permission tests need a daemon that cannot.
+    pub fn start_as(&mut self, uid: u32, gid: u32) {
+        self.spawn_run(&[], Some((uid, gid)));
+    }
+
+    fn spawn_run(&mut self, env: &[(&str, &str)], user: Option<(u32, u32)>) {
         assert!(self.child.is_none(), "daemon already running");
         let n = self.runs.len();
         let logs = self.dir.path().join("logs");
@@ -711,6 +739,9 @@ impl Daemon {
         cmd.envs(env.iter().copied())
             .stdout(fs::File::create(&stdout).expect("create stdout log"))
             .stderr(fs::File::create(&stderr).expect("create stderr log"));
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         self.child = Some(cmd.spawn().expect("spawn inboxd run"));
         self.runs.push((stdout, stderr));
     }
