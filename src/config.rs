@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 /// Environment variables with our prefix that are not configuration keys.
-const ENV_NOT_KEYS: &[&str] = &["CONFIG", "FAILPOINT"];
+const ENV_NOT_KEYS: &[&str] = &["CONFIG", "FAILPOINT", "STALL_FS"];
 const ENV_PREFIX: &str = "INBOXD_";
 
 /// A configuration problem; the binary exits 2 on any of these.
@@ -144,6 +144,8 @@ struct RawInbox {
     settle: Option<Duration>,
     watch: Option<WatchMode>,
     ignore: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    fs_timeout: Option<Duration>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,9 +251,16 @@ pub struct InboxSettings {
     pub watch: WatchMode,
     /// Extra ignore globs on top of the built-in ones.
     pub ignore: Vec<String>,
+    /// How long a file-system call on this inbox may go without progress before the inbox
+    /// counts as stalled (a hung network share); see [`crate::stall`].
+    pub fs_timeout: Duration,
 }
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// Default `inbox.fs_timeout`: far longer than any healthy disk or share needs for one call
+/// (or between two chunks of a long read), short enough that a hung share is noticed soon.
+pub const DEFAULT_FS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default `upload.concurrency`. 32: a full default batch (20 files) goes out in one round
 /// trip, with room for the parts of a large file beside it. Uploads wait on the network, not
@@ -551,6 +560,10 @@ impl<'a> Ctx<'a> {
                 &format!("must end with '/' (for example {:?})", format!("{prefix}/")),
             ));
         }
+        let fs_timeout = ri.fs_timeout.unwrap_or(DEFAULT_FS_TIMEOUT);
+        if fs_timeout.is_zero() {
+            return Err(self.err(&key("fs_timeout"), "must be longer than 0s"));
+        }
         let ignore = ri.ignore.unwrap_or_default();
         for pat in &ignore {
             if let Err(e) = globset::Glob::new(pat) {
@@ -567,6 +580,7 @@ impl<'a> Ctx<'a> {
             settle: ri.settle.unwrap_or(Duration::from_secs(2)),
             watch: ri.watch.unwrap_or(WatchMode::Auto),
             ignore,
+            fs_timeout,
         })
     }
 

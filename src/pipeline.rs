@@ -17,6 +17,7 @@ use crate::finish::FinishStage;
 use crate::ledger::{Ledger, LedgerError};
 use crate::run::{Mode, Stats};
 use crate::settle::{Ignore, SettleStage};
+use crate::stall::FsGuard;
 use crate::upload::UploadStage;
 use crate::watch::{WatchError, WatchStage};
 
@@ -101,6 +102,12 @@ pub async fn run(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let claims = Arc::new(Claims::default());
+    // One per inbox, shared by every stage that touches its files: a hung share is noticed
+    // once and then refused everywhere at once.
+    let guards: Vec<FsGuard> = inboxes
+        .iter()
+        .map(|i| FsGuard::new(&i.name, i.fs_timeout))
+        .collect();
     let stats = Arc::new(Stats::default());
     // Cancelled when the grace period after a shutdown request is over.
     let abort = CancellationToken::new();
@@ -115,12 +122,14 @@ pub async fn run(
         settings: settings.watch,
         mode,
         rescan_now,
+        guards: guards.clone(),
     };
     let watchers = watch.start_watchers()?;
     let settle = SettleStage {
         inboxes: inboxes.clone(),
         ignores,
         claims: claims.clone(),
+        guards: guards.clone(),
         mode,
     };
     let upload = UploadStage {
@@ -133,6 +142,7 @@ pub async fn run(
         intake: intake.clone(),
         abort: abort.clone(),
         stats: stats.clone(),
+        guards: guards.clone(),
     };
     let finish = FinishStage {
         inboxes: inboxes.clone(),
@@ -141,6 +151,7 @@ pub async fn run(
         stats: stats.clone(),
         retry_later: settings.upload.retry_later,
         mode,
+        guards: guards.clone(),
     };
 
     let tasks = vec![

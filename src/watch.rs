@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{InboxSettings, WatchMode, WatchSettings};
 use crate::run::Mode;
+use crate::stall::FsGuard;
 
 /// A path in inbox number `inbox` that may be a new or changed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct WatchStage {
     pub mode: Mode,
     /// Notified (e.g. by SIGHUP) to rescan every inbox now.
     pub rescan_now: Arc<Notify>,
+    /// One per inbox: walks and looks run under its time limit (see [`crate::stall`]).
+    pub guards: Vec<FsGuard>,
 }
 
 impl WatchStage {
@@ -123,7 +126,7 @@ impl WatchStage {
     /// Inbox folders come and go with their shares. Before every full rescan: a missing one
     /// that is there now is watched (and the rescan sweeps it); one that has gone is reported
     /// once and skipped until it is back, instead of a failed walk at every look.
-    fn check_presence(
+    async fn check_presence(
         &self,
         watchers: &mut [Option<Watched>],
         missing: &mut [bool],
@@ -131,7 +134,10 @@ impl WatchStage {
         overflowed: &Arc<AtomicBool>,
     ) {
         for (idx, inbox) in self.inboxes.iter().enumerate() {
-            let present = inbox.path.is_dir();
+            let path = inbox.path.clone();
+            let Ok(present) = self.guards[idx].run(move || path.is_dir()).await else {
+                continue; // the share does not answer: nothing known; said once by the guard
+            };
             if present != missing[idx] {
                 continue; // unchanged
             }
@@ -159,7 +165,7 @@ impl WatchStage {
     /// An inbox folder that was deleted and created again (or remounted) has lost its watch:
     /// watch the new one. Checked before every full rescan, so events resume within one
     /// rescan interval (the rescan itself finds what arrived meanwhile).
-    fn rewatch_replaced(
+    async fn rewatch_replaced(
         &self,
         watchers: &mut [Option<Watched>],
         tx: &mpsc::Sender<Raw>,
@@ -169,10 +175,12 @@ impl WatchStage {
             let Some(current) = watchers.get(idx).and_then(Option::as_ref) else {
                 continue; // polled inbox
             };
-            let Some(root) = folder_id(&inbox.path) else {
-                continue; // gone for now: the sweep reports it; look again next time
+            let current = current.root;
+            let path = inbox.path.clone();
+            let Ok(Some(root)) = self.guards[idx].run(move || folder_id(&path)).await else {
+                continue; // gone for now, or not answering: look again next time
             };
-            if root == current.root {
+            if root == current {
                 continue;
             }
             match watch_inbox(idx, inbox, tx, overflowed) {
@@ -237,8 +245,8 @@ impl WatchStage {
                     None => true, // cannot happen: `_keep_open` holds a sender
                 },
                 _ = rescan.tick() => {
-                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
-                    self.rewatch_replaced(&mut watchers, &tx, &overflowed);
+                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed).await;
+                    self.rewatch_replaced(&mut watchers, &tx, &overflowed).await;
                     self.sweep_all("periodic", &output, &missing, &mut watchers).await
                 }
                 _ = poll.tick(), if !polled.is_empty() => {
@@ -249,8 +257,8 @@ impl WatchStage {
                     ok
                 }
                 _ = self.rescan_now.notified() => {
-                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed);
-                    self.rewatch_replaced(&mut watchers, &tx, &overflowed);
+                    self.check_presence(&mut watchers, &mut missing, &tx, &overflowed).await;
+                    self.rewatch_replaced(&mut watchers, &tx, &overflowed).await;
                     self.sweep_all("requested", &output, &missing, &mut watchers).await
                 }
                 _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
@@ -302,14 +310,19 @@ impl WatchStage {
                     // watch was added (or it was moved in whole): walk it.
                     // Never through a link: a link to a folder is a candidate like a file (it
                     // goes to failed/ as the link), never a folder to walk.
-                    let is_dir =
-                        path.strip_prefix(&self.inboxes[idx].path)
-                            .ok()
-                            .is_some_and(|rel| {
-                                rel.as_os_str().is_empty()
-                                    || crate::beneath::metadata(&self.inboxes[idx].path, rel)
-                                        .is_ok_and(|m| m.is_dir())
-                            });
+                    // A share that does not answer: not known as a folder, so passed on as a
+                    // candidate; settle looks again once the share answers.
+                    let is_dir = match path.strip_prefix(&self.inboxes[idx].path) {
+                        Ok(rel) if rel.as_os_str().is_empty() => true,
+                        Ok(rel) => {
+                            let (root, rel) = (self.inboxes[idx].path.clone(), rel.to_path_buf());
+                            self.guards[idx]
+                                .run(move || crate::beneath::metadata(&root, &rel))
+                                .await
+                                .is_ok_and(|m| m.is_ok_and(|m| m.is_dir()))
+                        }
+                        Err(_) => false,
+                    };
                     let ok = if is_dir {
                         resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
                         self.sweep(idx, &path, output, watchers).await
@@ -359,11 +372,15 @@ impl WatchStage {
             return true; // not in this inbox (cannot happen: paths come from its watcher)
         };
         let name = self.inboxes[idx].name.clone();
-        let found =
-            tokio::task::spawn_blocking(move || crate::beneath::walk_tree(&name, &root, &sub))
-                .await;
+        // Under the inbox's time limit, counted from the last entry read: a long walk that
+        // keeps moving is fine, one stuck on a hung share stalls only this inbox.
+        let found = self.guards[idx]
+            .run_with_progress(move |p| {
+                crate::beneath::walk_tree_ticking(&name, &root, &sub, &|| p.tick())
+            })
+            .await;
         let Ok(found) = found else {
-            return true; // the walk task panicked; nothing found this time, the next sweep retries
+            return true; // the share does not answer: said once by the guard; the next sweep retries
         };
         if let Some(Some(w)) = watchers.get_mut(idx) {
             let inbox = &self.inboxes[idx];

@@ -51,6 +51,7 @@ async fn idle_uploads_of_vanished_files_are_aborted_and_the_others_kept() {
         settle: Duration::from_millis(100),
         watch: WatchMode::Events,
         ignore: Vec::new(),
+        fs_timeout: Duration::from_secs(30),
     }];
     let mut open = s3.open_uploads();
     open.sort();

@@ -29,6 +29,12 @@ pub fn walk(label: &str, root: &Path, sub: &Path) -> Vec<PathBuf> {
 /// (they are listed as files: links). Unreadable folders are logged and skipped: they cannot
 /// be uploaded anyway, and the next sweep looks again.
 pub fn walk_tree(label: &str, root: &Path, sub: &Path) -> Walked {
+    walk_tree_ticking(label, root, sub, &|| {})
+}
+
+/// [`walk_tree`] that calls `tick` after every folder entry, so a caller with a time limit
+/// can tell a long walk that keeps moving from one stuck on a hung share.
+pub fn walk_tree_ticking(label: &str, root: &Path, sub: &Path, tick: &dyn Fn()) -> Walked {
     let mut out = Walked::default();
     let root_fd = match open_root(root) {
         Ok(f) => f,
@@ -76,6 +82,7 @@ pub fn walk_tree(label: &str, root: &Path, sub: &Path) -> Walked {
         });
         let mut dir = dir;
         while let Some(entry) = dir.read() {
+            tick();
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

@@ -18,6 +18,7 @@ use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
 use crate::run::{Mode, Stats};
+use crate::stall::FsGuard;
 use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome, Report};
 
@@ -40,6 +41,8 @@ pub struct FinishStage {
     /// How long a deferred file waits before it is tried again.
     pub retry_later: Duration,
     pub mode: Mode,
+    /// One per inbox: moves and reason files run under its time limit (see [`crate::stall`]).
+    pub guards: Vec<FsGuard>,
 }
 
 #[derive(Default)]
@@ -82,7 +85,7 @@ impl FinishStage {
             for (r, rec) in group.into_iter().zip(records) {
                 match r {
                     Report::File(o) => {
-                        self.complete(&o, rec);
+                        self.complete(&o, rec).await;
                         self.stats.mark_finished();
                         self.tally(&o.batch, Some(&o.result), &mut tallies);
                     }
@@ -134,7 +137,7 @@ impl FinishStage {
     }
 
     /// Moves the file (its outcome is already durable) and releases or defers its claim.
-    fn complete(&self, o: &Outcome, rec: Option<Record>) {
+    async fn complete(&self, o: &Outcome, rec: Option<Record>) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
         let stats = &self.stats;
@@ -147,22 +150,33 @@ impl FinishStage {
                 FileResult::Duplicate { .. } | FileResult::Failed { .. }
             )
         {
-            self.remove_left_source(o, rec);
+            self.remove_left_source(o, rec).await;
             return;
         }
         match &o.result {
             FileResult::Uploaded { key, existed, .. } => {
-                self.move_to_done(o, rec, key, Some(*existed));
+                self.move_to_done(o, rec, key, Some(*existed)).await;
             }
             FileResult::Duplicate { key } => {
-                self.move_to_done(o, rec, key.as_deref().unwrap_or(""), None);
+                self.move_to_done(o, rec, key.as_deref().unwrap_or(""), None)
+                    .await;
             }
             FileResult::Failed { reason } => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                let rel = &o.file.rel;
-                match beneath::move_no_clobber(&inbox.path, rel, &inbox.failed_dir, rel) {
+                let (root, rel, failed) = (
+                    inbox.path.clone(),
+                    o.file.rel.clone(),
+                    inbox.failed_dir.clone(),
+                );
+                let moved = self
+                    .fs(o.file.inbox, move || {
+                        beneath::move_no_clobber(&root, &rel, &failed, &rel)
+                    })
+                    .await;
+                match moved {
                     Ok(moved) => {
-                        if let Err(e) = write_reason(&moved.dest, inbox, o, reason) {
+                        let note = Reason::of(&moved.dest, inbox, o, reason);
+                        if let Err(e) = self.fs(o.file.inbox, move || note.write()).await {
                             tracing::error!(dest = %escape(&moved.dest), error = %e,
                                 "cannot write the reason file; the reason is in the ledger");
                         }
@@ -221,11 +235,26 @@ impl FinishStage {
 
     /// `existed`: None for a duplicate of a finished file, else whether the object was
     /// already in the bucket before this attempt.
-    fn move_to_done(&self, o: &Outcome, rec: Option<Record>, key: &str, existed: Option<bool>) {
+    async fn move_to_done(
+        &self,
+        o: &Outcome,
+        rec: Option<Record>,
+        key: &str,
+        existed: Option<bool>,
+    ) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        let rel = &o.file.rel;
-        match beneath::move_no_clobber(&inbox.path, rel, &inbox.done_dir, rel) {
+        let (root, rel, done) = (
+            inbox.path.clone(),
+            o.file.rel.clone(),
+            inbox.done_dir.clone(),
+        );
+        let moved = self
+            .fs(o.file.inbox, move || {
+                beneath::move_no_clobber(&root, &rel, &done, &rel)
+            })
+            .await;
+        match moved {
             Ok(moved) => {
                 let dest = &moved.dest;
                 match existed {
@@ -285,10 +314,14 @@ impl FinishStage {
 
     /// The original of a file already copied to done/ or failed/ is back in view: only try
     /// removing it again.
-    fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) {
+    async fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        match beneath::remove(&inbox.path, &o.file.rel) {
+        let (root, rel) = (inbox.path.clone(), o.file.rel.clone());
+        let removed = self
+            .fs(o.file.inbox, move || beneath::remove(&root, &rel))
+            .await;
+        match removed {
             Ok(()) => {
                 tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
                     "removed the original of a file copied earlier");
@@ -306,6 +339,22 @@ impl FinishStage {
                     "already copied, and the original still cannot be removed from the inbox; it is not copied again (remove it by hand)");
                 self.claims.defer(path, Instant::now() + STUCK_RETRY);
             }
+        }
+    }
+
+    /// Runs a file-system call of inbox `inbox` under its time limit; a share that does not
+    /// answer is an error like any other failed move (the file stays, and is tried again).
+    async fn fs<T: Send + 'static>(
+        &self,
+        inbox: usize,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        match self.guards[inbox].run(f).await {
+            Ok(res) => res,
+            Err(stalled) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                stalled.to_string(),
+            )),
         }
     }
 
@@ -406,49 +455,74 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
     Ok(fixed)
 }
 
-fn write_reason(
-    dest: &Path,
-    inbox: &InboxSettings,
-    o: &Outcome,
-    reason: &str,
-) -> std::io::Result<()> {
-    let rel = dest
-        .strip_prefix(&inbox.failed_dir)
-        .map_err(|_| std::io::Error::other("the file is not in failed/"))?;
-    // Created exclusively, never through a link: a file in failed/ that happens to carry
-    // such a name is never overwritten.
-    let mut f = None;
-    for n in 0..1000u32 {
-        let mut name = rel.as_os_str().to_owned();
-        name.push(if n == 0 {
-            ".reason.txt".to_owned()
-        } else {
-            format!(".reason ({n}).txt")
-        });
-        match beneath::create_new(&inbox.failed_dir, Path::new(&name)) {
-            Ok(file) => {
-                f = Some(file);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+/// The content of a reason file, taken from the outcome so that it can be written on the
+/// blocking pool (under the inbox's time limit).
+struct Reason {
+    dest: PathBuf,
+    failed_dir: PathBuf,
+    reason: String,
+    attempts: u32,
+    inbox: String,
+    original: PathBuf,
+    size: u64,
+    sha256: Option<String>,
+}
+
+impl Reason {
+    fn of(dest: &Path, inbox: &InboxSettings, o: &Outcome, reason: &str) -> Reason {
+        Reason {
+            dest: dest.to_path_buf(),
+            failed_dir: inbox.failed_dir.clone(),
+            reason: reason.to_owned(),
+            attempts: o.attempts,
+            inbox: inbox.name.clone(),
+            original: o.file.path.clone(),
+            size: o.file.size,
+            sha256: o.sha256.clone(),
         }
     }
-    let Some(mut f) = f else {
-        return Err(std::io::Error::other(
-            "too many reason files with this name",
-        ));
-    };
-    // Names are chosen by whoever writes into the inbox, and a reason may quote a link's
-    // target or an error naming a file: escaped, so that none can add a line of its own.
-    writeln!(f, "reason: {}", escape(reason))?;
-    writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
-    writeln!(f, "attempts: {}", o.attempts)?;
-    writeln!(f, "inbox: {}", inbox.name)?;
-    writeln!(f, "original path: {}", escape(&o.file.path))?;
-    writeln!(f, "size: {}", o.file.size)?;
-    if let Some(sha) = &o.sha256 {
-        writeln!(f, "sha256: {sha}")?;
+
+    /// Writes `<file>.reason.txt` beside the file in failed/.
+    fn write(self) -> std::io::Result<()> {
+        let rel = self
+            .dest
+            .strip_prefix(&self.failed_dir)
+            .map_err(|_| std::io::Error::other("the file is not in failed/"))?;
+        // Created exclusively, never through a link: a file in failed/ that happens to carry
+        // such a name is never overwritten.
+        let mut f = None;
+        for n in 0..1000u32 {
+            let mut name = rel.as_os_str().to_owned();
+            name.push(if n == 0 {
+                ".reason.txt".to_owned()
+            } else {
+                format!(".reason ({n}).txt")
+            });
+            match beneath::create_new(&self.failed_dir, Path::new(&name)) {
+                Ok(file) => {
+                    f = Some(file);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(mut f) = f else {
+            return Err(std::io::Error::other(
+                "too many reason files with this name",
+            ));
+        };
+        // Names are chosen by whoever writes into the inbox, and a reason may quote a link's
+        // target or an error naming a file: escaped, so that none can add a line of its own.
+        writeln!(f, "reason: {}", escape(&self.reason))?;
+        writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
+        writeln!(f, "attempts: {}", self.attempts)?;
+        writeln!(f, "inbox: {}", self.inbox)?;
+        writeln!(f, "original path: {}", escape(&self.original))?;
+        writeln!(f, "size: {}", self.size)?;
+        if let Some(sha) = &self.sha256 {
+            writeln!(f, "sha256: {sha}")?;
+        }
+        f.sync_all()
     }
-    f.sync_all()
 }

@@ -65,6 +65,7 @@ pub(super) async fn upload_loop(
                         key: &key,
                         root: &inbox.path,
                         rel: &file.rel,
+                        guard: &sh.guards[file.inbox],
                         content: content.clone(),
                         size: file.size,
                         sha256: sha,
@@ -92,7 +93,7 @@ pub(super) async fn upload_loop(
                     // The abandoned earlier version is replaced: nothing to remember any more.
                     let _ = sh.ledger.remove_abandoned(&inbox.bucket, &key);
                 }
-                if changed_since(file, &inbox.path) {
+                if changed_since(sh, file).await {
                     // The object holds what we hashed (the server verified it), but the file
                     // has moved on: done/ would not match the bucket. Go round again, and
                     // remember the object as ours and unfinished so that the next version of
@@ -122,7 +123,7 @@ pub(super) async fn upload_loop(
                 );
             }
             Err(PutError::File(e)) => {
-                if changed_since(file, &inbox.path) {
+                if changed_since(sh, file).await {
                     return (attempts, FileResult::Changed);
                 }
                 return (
@@ -179,7 +180,7 @@ pub(super) async fn upload_loop(
                 }
             }
             Disposition::BadDigest => {
-                if changed_since(file, &inbox.path) {
+                if changed_since(sh, file).await {
                     return (attempts, FileResult::Changed);
                 }
                 // The bytes were damaged on the way; sending again is the cure.
@@ -286,7 +287,7 @@ async fn on_existing_object(
     if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
         // Exactly our content is already there: an earlier attempt (before a crash, or whose
         // answer was lost) stored it. Nothing to send again.
-        if changed_since(file, &inbox.path) {
+        if changed_since(sh, file).await {
             return Existing::Done(FileResult::Changed);
         }
         return Existing::Done(FileResult::Uploaded {

@@ -36,7 +36,7 @@ pub struct Digests {
 /// provided it still matches `expected` before and after. Blocking: run it on a blocking
 /// thread.
 pub fn sha256_file(root: &Path, rel: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
-    Ok(digests(root, rel, expected, None, false)?.whole)
+    Ok(digests(root, rel, expected, None, false, &|| {})?.whole)
 }
 
 /// Like [`sha256_file`], plus per-part digests for `part_size` (which must be a multiple of
@@ -48,6 +48,7 @@ pub fn digests(
     expected: &Signature,
     part_size: Option<u64>,
     keep: bool,
+    tick: &dyn Fn(),
 ) -> Result<Digests, HashError> {
     let keep = keep && expected.size <= SMALL && part_size.is_none();
     let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
@@ -82,6 +83,8 @@ pub fn digests(
         if n == 0 {
             break;
         }
+        // Still moving: a long read of a large file is not a hung share.
+        tick();
         total += n as u64;
         let mut chunk = &buf[..n];
         hasher.update(chunk);
@@ -123,7 +126,7 @@ mod tests {
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let (root, rel) = (p.parent().unwrap(), Path::new("f"));
         let h = sha256_file(root, rel, &sig).unwrap();
-        let d = digests(root, rel, &sig, None, true).unwrap();
+        let d = digests(root, rel, &sig, None, true, &|| {}).unwrap();
         assert_eq!((d.whole, d.content.as_deref()), (h, Some(&b"abc"[..])));
         assert_eq!(
             hex::encode(h),
@@ -144,7 +147,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let part = 2 * BUF as u64;
-        let got = digests(d.path(), Path::new("f"), &sig, Some(part), false).unwrap();
+        let got = digests(d.path(), Path::new("f"), &sig, Some(part), false, &|| {}).unwrap();
         let want: Vec<[u8; 32]> = data
             .chunks(part as usize)
             .map(|c| Sha256::digest(c).into())

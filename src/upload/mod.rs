@@ -31,6 +31,7 @@ use crate::config::{InboxSettings, UploadSettings};
 use crate::ledger::{Ledger, Record, State};
 use crate::run::Mode;
 use crate::settle::{Kind, ReadyFile, Signature};
+use crate::stall::FsGuard;
 use attempts::{Body, upload_loop};
 use pause::Pause;
 
@@ -100,6 +101,8 @@ struct Shared {
     pauses: Vec<Pause>,
     /// Files found unreadable (permission denied), and since when.
     unreadable: UnreadableSince,
+    /// One per inbox: its file-system calls run under its time limit (see [`crate::stall`]).
+    guards: Vec<FsGuard>,
     /// Cancelled at shutdown: no new upload starts.
     intake: CancellationToken,
     /// Cancelled when the grace period is over: uploads still running are abandoned.
@@ -116,6 +119,7 @@ pub struct UploadStage {
     pub intake: CancellationToken,
     pub abort: CancellationToken,
     pub stats: Arc<crate::run::Stats>,
+    pub guards: Vec<FsGuard>,
 }
 
 impl UploadStage {
@@ -150,6 +154,7 @@ impl UploadStage {
             mode: self.mode,
             pauses,
             unreadable: UnreadableSince::default(),
+            guards: self.guards,
             intake: self.intake,
             abort: self.abort,
         });
@@ -245,19 +250,38 @@ async fn process_inner(
         // Small files are kept in memory from this single read: hashed and sent from the same
         // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
         let keep = file.size <= hash::SMALL;
-        let hashed =
-            tokio::task::spawn_blocking(move || hash::digests(&root, &rel, &sig, part_size, keep))
-                .await;
-        if !matches!(&hashed, Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied)
+        // Under the inbox's time limit, counted from the last chunk read: a hung share stalls
+        // this inbox, never a hashing slot for good.
+        let hashed = sh.guards[file.inbox]
+            .run_with_progress(move |p| {
+                hash::digests(&root, &rel, &sig, part_size, keep, &|| p.tick())
+            })
+            .await;
+        let hashed = match hashed {
+            Ok(h) => h,
+            Err(stalled) => {
+                // Said once for the inbox by its guard; per file it only waits.
+                let until = Instant::now() + inbox.fs_timeout;
+                return (
+                    None,
+                    0,
+                    FileResult::Paused {
+                        reason: stalled.to_string(),
+                        until,
+                    },
+                );
+            }
+        };
+        if !matches!(&hashed, Err(hash::HashError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied)
         {
             sh.unreadable.forget(&file.path);
         }
         match hashed {
-            Ok(Ok(d)) => d,
-            Ok(Err(hash::HashError::Changed)) => return (None, 0, FileResult::Changed),
+            Ok(d) => d,
+            Err(hash::HashError::Changed) => return (None, 0, FileResult::Changed),
             // Gone, or no longer a regular file reached without links (replaced by a link or
             // a FIFO since settle looked): it goes round again and settle says what it is.
-            Ok(Err(hash::HashError::Io(e)))
+            Err(hash::HashError::Io(e))
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::NotFound
@@ -267,7 +291,7 @@ async fn process_inner(
             {
                 return (None, 0, FileResult::Changed);
             }
-            Ok(Err(hash::HashError::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(hash::HashError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 // Often temporary: the file was dropped before its chmod or ACL. Give it
                 // `unreadable_retry_for` before it counts as failed.
                 let window = sh.settings.unreadable_retry_for;
@@ -292,8 +316,7 @@ async fn process_inner(
                     ),
                 };
             }
-            Ok(Err(e)) => return (None, 0, failed(e.to_string())),
-            Err(e) => return (None, 0, failed(format!("hashing failed: {e}"))),
+            Err(e) => return (None, 0, failed(e.to_string())),
         }
     };
     let hex = hex::encode(digests.whole);
@@ -444,11 +467,18 @@ fn unreadable_verdict(since: Instant, now: Instant, window: Duration) -> Unreada
     }
 }
 
-/// True when the file is no longer the one settle handed on (or is gone).
-fn changed_since(file: &ReadyFile, root: &Path) -> bool {
-    match crate::beneath::metadata(root, &file.rel) {
-        Ok(m) => Signature::of(&m) != file.sig,
-        Err(_) => true,
+/// True when the file is no longer the one settle handed on (or is gone). A share that does
+/// not answer counts as changed: nothing is recorded as done that could not be checked, and
+/// the file goes round again.
+async fn changed_since(sh: &Shared, file: &ReadyFile) -> bool {
+    let root = sh.inboxes[file.inbox].path.clone();
+    let rel = file.rel.clone();
+    let looked = sh.guards[file.inbox]
+        .run(move || crate::beneath::metadata(&root, &rel))
+        .await;
+    match looked {
+        Ok(Ok(m)) => Signature::of(&m) != file.sig,
+        Ok(Err(_)) | Err(_) => true,
     }
 }
 

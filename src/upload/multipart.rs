@@ -10,8 +10,6 @@
 //! - the file is checked unchanged after the last part and before completing, so an object
 //!   is never assembled from two versions of a file.
 
-use std::path::Path;
-
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
@@ -157,8 +155,7 @@ pub(super) async fn send(
             upload_part(
                 sh,
                 &stop,
-                &inbox.path,
-                &file.rel,
+                file,
                 bucket,
                 key,
                 &upload_id,
@@ -208,7 +205,7 @@ pub(super) async fn send(
     // Every part was read from the file by now. If the file changed meanwhile, the parts may
     // mix versions (servers that do not verify part checksums would accept them): never
     // complete such an upload.
-    if changed_since(file, &inbox.path) {
+    if changed_since(sh, file).await {
         return Err(PutError::Changed);
     }
 
@@ -309,8 +306,7 @@ fn forget_upload(
 async fn upload_part(
     sh: &Shared,
     stop: &tokio_util::sync::CancellationToken,
-    root: &Path,
-    rel: &Path,
+    file: &ReadyFile,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -338,7 +334,12 @@ async fn upload_part(
         };
         // This very file (regular, reached without following links), also on an SDK retry;
         // open until the part is sent.
-        let pinned = super::s3::open_pinned(root, rel)?;
+        let pinned = super::s3::open_pinned(
+            &sh.guards[file.inbox],
+            &sh.inboxes[file.inbox].path,
+            &file.rel,
+        )
+        .await?;
         let body = super::s3::file_body(&pinned, offset, len).await?;
         let send = sh
             .client

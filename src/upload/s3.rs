@@ -13,6 +13,7 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use base64::Engine as _;
 
 use crate::config::{S3Settings, UploadSettings};
+use crate::stall::FsGuard;
 
 /// What to do about a failed S3 call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +194,8 @@ pub struct Put<'a> {
     /// The file is `root/rel` (opened through [`crate::beneath`], never through a link).
     pub root: &'a Path,
     pub rel: &'a Path,
+    /// The inbox's file-system guard, for opening the file.
+    pub guard: &'a FsGuard,
     /// The file's bytes, when it is small enough to be sent from memory.
     pub content: Option<bytes::Bytes>,
     pub size: u64,
@@ -227,7 +230,10 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
     let mut _pinned = None;
     let body = match p.content {
         Some(bytes) => ByteStream::from(bytes),
-        None => file_body(_pinned.insert(open_pinned(p.root, p.rel)?), 0, p.size).await?,
+        None => {
+            let pinned = open_pinned(p.guard, p.root, p.rel).await?;
+            file_body(_pinned.insert(pinned), 0, p.size).await?
+        }
     };
     let hex = hex::encode(p.sha256);
     let mut req = client
@@ -249,9 +255,22 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
     }
 }
 
-/// Opens the file `root/rel` for a body: a regular file, reached without following links.
-pub fn open_pinned(root: &Path, rel: &Path) -> Result<crate::beneath::Pinned, PutError> {
-    crate::beneath::Pinned::open(root, rel).map_err(|e| PutError::File(e.to_string()))
+/// Opens the file `root/rel` for a body: a regular file, reached without following links,
+/// under its inbox's time limit (a share that does not answer is an error of the open).
+pub async fn open_pinned(
+    guard: &FsGuard,
+    root: &Path,
+    rel: &Path,
+) -> Result<crate::beneath::Pinned, PutError> {
+    let (root, rel) = (root.to_path_buf(), rel.to_path_buf());
+    match guard
+        .run(move || crate::beneath::Pinned::open(&root, &rel))
+        .await
+    {
+        Ok(Ok(pinned)) => Ok(pinned),
+        Ok(Err(e)) => Err(PutError::File(e.to_string())),
+        Err(stalled) => Err(PutError::File(stalled.to_string())),
+    }
 }
 
 /// `len` bytes from `offset` of the pinned file as a body; keep `pinned` until the request

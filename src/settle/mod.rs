@@ -1,0 +1,323 @@
+//! settle: decides when a file is complete. A candidate becomes a [`ReadyFile`] once its
+//! size, nanosecond mtime and inode have not changed for the inbox's settle window, measured
+//! by this process (never by trusting mtime's age: clocks on network shares drift).
+//!
+//! Where the kernel can tell (a read lease), a quiet file that some process still holds open
+//! for writing is not complete either: its writer may only be pausing.
+//!
+//! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
+//! `*.part`, `~$*`, `Thumbs.db`, … in any component of the path) are skipped here, and
+//! zero-byte files wait until they grow.
+//!
+//! The decisions are [`Settler`]'s (pure, time passed in); this module's loop makes the looks:
+//! each one a blocking call under its inbox's [`FsGuard`], all of them concurrent, so a share
+//! that hangs holds up only its own files.
+//!
+//! In daemon mode a file stays in view while it is in flight, so that a file handed back
+//! (deferred, inbox paused, changed during upload) is offered again exactly when its claim
+//! allows, without waiting for a rescan.
+
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::claims::Claims;
+use crate::config::InboxSettings;
+use crate::run::Mode;
+use crate::stall::FsGuard;
+use crate::watch::Candidate;
+
+mod ignore;
+mod settler;
+pub use ignore::{DEFAULT_IGNORES, Ignore};
+pub use settler::{Decision, Due, Look, Settler};
+
+/// What settle knows about a file when it hands it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Signature {
+    pub fn of(meta: &std::fs::Metadata) -> Signature {
+        Signature {
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Regular,
+    /// A symlink, FIFO, socket or device: never opened nor uploaded, moved to failed/ (as
+    /// itself: a link as the link) with this reason, which says what it is (and where a link
+    /// points).
+    NotRegular(String),
+}
+
+/// A file that has been stable for its settle window, claimed for upload.
+#[derive(Debug, Clone)]
+pub struct ReadyFile {
+    pub inbox: usize,
+    pub path: PathBuf,
+    /// Path relative to the inbox.
+    pub rel: PathBuf,
+    pub size: u64,
+    pub sig: Signature,
+    pub kind: Kind,
+    /// When settle handed it on (for latency figures).
+    pub ready_at: Instant,
+}
+
+/// Looks under way at most at once (each is one blocking call on some inbox's file system).
+const LOOKS: usize = 64;
+
+pub struct SettleStage {
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub ignores: Vec<Ignore>,
+    pub claims: Arc<Claims>,
+    /// One per inbox: its file-system calls run under its time limit (see [`crate::stall`]).
+    pub guards: Vec<FsGuard>,
+    pub mode: Mode,
+}
+
+impl SettleStage {
+    pub async fn run(
+        self,
+        mut input: mpsc::Receiver<Candidate>,
+        output: mpsc::Sender<ReadyFile>,
+        shutdown: CancellationToken,
+    ) {
+        let mut settler = Settler::new(self.mode == Mode::Daemon);
+        // Looks run concurrently and are handled as they come back, so a look that waits on
+        // a hung share holds up nothing but its own file.
+        let mut looks: FuturesUnordered<BoxFuture<'static, (PathBuf, Look)>> =
+            FuturesUnordered::new();
+        let mut input_open = true;
+        loop {
+            if !input_open && settler.is_empty() {
+                return; // once mode: everything swept has been handed on or has vanished
+            }
+            let next = settler.next_due();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = input.recv(), if input_open => match c {
+                    Some(c) => self.on_candidate(c, &mut settler),
+                    None => input_open = false,
+                },
+                Some((path, look)) = looks.next() => {
+                    if !self.on_look(&path, look, &mut settler, &output).await {
+                        return; // downstream is gone: shutting down
+                    }
+                }
+                _ = sleep_until(next), if next.is_some() && looks.len() < LOOKS => {}
+            }
+            let room = LOOKS.saturating_sub(looks.len());
+            for due in settler.take_due(Instant::now(), room) {
+                looks.push(Box::pin(self.look(due)));
+            }
+        }
+    }
+
+    fn on_candidate(&self, c: Candidate, settler: &mut Settler) {
+        let inbox = &self.inboxes[c.inbox];
+        let Ok(rel) = c.path.strip_prefix(&inbox.path).map(Path::to_path_buf) else {
+            return; // not under this inbox (cannot happen with our watchers)
+        };
+        if rel.as_os_str().is_empty() || self.ignores[c.inbox].is_ignored(&rel) {
+            return;
+        }
+        settler.candidate(c.path, c.inbox, rel, inbox.settle, Instant::now());
+    }
+
+    /// One look at a file, on the blocking pool under its inbox's time limit.
+    fn look(&self, due: Due) -> impl Future<Output = (PathBuf, Look)> + Send + use<> {
+        let guard = self.guards[due.inbox].clone();
+        let root = self.inboxes[due.inbox].path.clone();
+        // Ask whether a writer still holds the file only when it looked quiet and is free to
+        // go: a lease probe opens the file.
+        let probe = due
+            .unchanged_from
+            .filter(|_| self.claims.busy(&due.path, Instant::now()).is_none());
+        let rel = due.rel;
+        async move {
+            let look = guard
+                .run(move || look_at(&root, &rel, probe))
+                .await
+                .unwrap_or(Look::Stalled);
+            (due.path, look)
+        }
+    }
+
+    /// Acts on a look's decision. Returns false when downstream has gone away.
+    async fn on_look(
+        &self,
+        path: &Path,
+        look: Look,
+        settler: &mut Settler,
+        output: &mpsc::Sender<ReadyFile>,
+    ) -> bool {
+        let now = Instant::now();
+        let busy = self.claims.busy(path, now);
+        let (inbox, rel, size, sig, kind) = match settler.looked(path, look, busy, now) {
+            Decision::Wait => return true,
+            Decision::Forget => {
+                // Forget any deferral too, which would otherwise stay in memory for good.
+                self.claims.forget_deferred(path);
+                return true;
+            }
+            Decision::Ready { inbox, rel, sig } => (inbox, rel, sig.size, sig, Kind::Regular),
+            // Not something we can upload faithfully; it still must not sit unexplained in
+            // the inbox, so hand it on to be moved to failed/ (as itself) with a reason.
+            Decision::NotRegular {
+                inbox,
+                rel,
+                sig,
+                reason,
+            } => (inbox, rel, 0, sig, Kind::NotRegular(reason)),
+        };
+        if self.claims.try_claim(path, now).is_err() {
+            // Taken between the two looks (cannot happen with one settle): look again later.
+            settler.retry_at(path, now + self.inboxes[inbox].settle);
+            return true;
+        }
+        let ready = ReadyFile {
+            inbox,
+            path: path.to_path_buf(),
+            rel,
+            size,
+            sig,
+            kind,
+            ready_at: now,
+        };
+        if output.send(ready).await.is_err() {
+            self.claims.release(path);
+            settler.forget(path);
+            return false;
+        }
+        true
+    }
+}
+
+/// Looks at `root/rel` without following links. When the file still has the signature
+/// `probe`, also asks whether a writer holds it open.
+fn look_at(root: &Path, rel: &Path, probe: Option<Signature>) -> Look {
+    use crate::beneath::Kind as Entry;
+    // Never through a link: a path below a link to a folder fails here (and is dropped); the
+    // link itself is seen as a link.
+    let Ok(meta) = crate::beneath::metadata(root, rel) else {
+        return Look::Gone; // renamed away, deleted, or below a link
+    };
+    let sig = Signature::of(&meta);
+    match Entry::of(meta.file_type()) {
+        Entry::Dir => Look::Dir,
+        Entry::Regular => {
+            let asked = probe == Some(sig) && sig.size > 0;
+            Look::Regular {
+                sig,
+                writing: if asked {
+                    open_for_writing(root, rel)
+                } else {
+                    None
+                },
+            }
+        }
+        kind => Look::NotRegular {
+            sig,
+            reason: not_regular_reason(kind, || crate::beneath::read_link(root, rel)),
+        },
+    }
+}
+
+/// Whether some process has the file open for writing, when the kernel will tell us: a read
+/// lease (fcntl F_SETLEASE) is refused with EAGAIN exactly then. `None` when we cannot know —
+/// leases need the file's owner or CAP_LEASE (the systemd unit grants it), and some file
+/// systems have none — and then the settle window alone decides.
+fn open_for_writing(root: &Path, rel: &Path) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    // Only a regular file is opened, never through a link (a FIFO would block here).
+    let f = crate::beneath::open_file(root, rel).ok()?;
+    let fd = f.as_raw_fd();
+    // SAFETY: `fd` is a valid descriptor owned by `f`, which outlives both calls; F_SETLEASE
+    // takes an integer argument and touches no memory of ours.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+    if rc == 0 {
+        // Give the lease back at once so no writer ever waits on it.
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
+}
+
+/// The reason a link, FIFO, socket or device goes to failed/: what it is, and for a link
+/// where it points (escaped: the target is text anyone can choose).
+fn not_regular_reason(
+    kind: crate::beneath::Kind,
+    target: impl FnOnce() -> std::io::Result<PathBuf>,
+) -> String {
+    use crate::beneath::Kind;
+    match kind {
+        Kind::Symlink => match target() {
+            Ok(t) => format!(
+                "a symbolic link to \"{}\"; links are never followed, only regular files are uploaded",
+                crate::telemetry::escape(&t)
+            ),
+            Err(_) => "a symbolic link; links are never followed, only regular files are uploaded"
+                .to_owned(),
+        },
+        Kind::Special(what) => {
+            format!("{what}, not a regular file; only regular files are read and uploaded")
+        }
+        Kind::Regular | Kind::Dir => "not a regular file".to_owned(),
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t.into()).await;
+    }
+}
+
+/// The shortest settle window of all inboxes (for tests and messages).
+pub fn shortest_settle(inboxes: &[InboxSettings]) -> Duration {
+    inboxes
+        .iter()
+        .map(|i| i.settle)
+        .min()
+        .unwrap_or(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_open_for_writing_is_seen_as_such() {
+        // Needs the file's owner or CAP_LEASE: the test creates the file, so it owns it.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let mut w = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut w, b"half").unwrap();
+        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(true));
+        drop(w);
+        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(false));
+    }
+}
