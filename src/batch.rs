@@ -14,7 +14,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -207,7 +208,7 @@ pub async fn run(
                     return;
                 }
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = crate::run::sleep_until(deadline), if deadline.is_some() => {
                 if let Some(s) = batcher.tick(Instant::now())
                     && !close(s, &mut current, &output).await
                 {
@@ -218,12 +219,6 @@ pub async fn run(
     }
     if let Some(s) = batcher.flush() {
         close(s, &mut current, &output).await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d.into()).await;
     }
 }
 

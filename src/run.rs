@@ -3,7 +3,8 @@
 //! for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How the pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,5 +52,13 @@ impl Stats {
             (Some(from), Some(until)) => Some(until.saturating_duration_since(from)),
             _ => None,
         }
+    }
+}
+
+/// Waits until `t`; returns at once when there is no `t` (callers guard a `select!` branch
+/// with `if t.is_some()`). Stage loops use tokio's clock, so a paused test clock drives them.
+pub async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t).await;
     }
 }

@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
@@ -261,7 +262,7 @@ impl WatchStage {
                     self.rewatch_replaced(&mut watchers, &tx, &overflowed).await;
                     self.sweep_all("requested", &output, &missing, &mut watchers).await
                 }
-                _ = sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
+                _ = crate::run::sleep_until(resweep.front().map(|r| r.0)), if !resweep.is_empty() => {
                     match resweep.pop_front() {
                         Some((_, idx, dir)) => self.sweep(idx, &dir, &output, &mut watchers).await,
                         None => true,
@@ -516,12 +517,6 @@ fn watch_inbox(
     let tree = crate::beneath::walk_tree(&inbox.name, &inbox.path, Path::new(""));
     watched.add_dirs(inbox, &tree.dirs)?;
     Ok(watched)
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    if let Some(t) = t {
-        tokio::time::sleep_until(t.into()).await;
-    }
 }
 
 fn is_interesting(kind: &EventKind) -> bool {

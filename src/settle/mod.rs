@@ -21,7 +21,8 @@ use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -124,7 +125,7 @@ impl SettleStage {
                         return; // downstream is gone: shutting down
                     }
                 }
-                _ = sleep_until(next), if next.is_some() && looks.len() < LOOKS => {}
+                _ = crate::run::sleep_until(next), if next.is_some() && looks.len() < LOOKS => {}
             }
             let room = LOOKS.saturating_sub(looks.len());
             for due in settler.take_due(Instant::now(), room) {
@@ -287,12 +288,6 @@ fn not_regular_reason(
             format!("{what}, not a regular file; only regular files are read and uploaded")
         }
         Kind::Regular | Kind::Dir => "not a regular file".to_owned(),
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    if let Some(t) = t {
-        tokio::time::sleep_until(t.into()).await;
     }
 }
 

@@ -18,7 +18,8 @@ pub mod s3;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use aws_sdk_s3::Client;
 use tokio::sync::{Semaphore, mpsc};

@@ -4,7 +4,8 @@
 //! slot that other inboxes need.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub struct Pause {
     inbox: String,
