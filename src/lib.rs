@@ -20,11 +20,22 @@
 //! failed/): it never follows a link at any component, opens only regular files, and moves
 //! without clobbering, also across file systems.
 //!
-//! [`claims`] is the small shared registry that keeps a file from being taken twice while it
-//! is in flight. [`config`] loads and validates the TOML file; [`shutdown`] turns signals into
-//! cancellation and reload requests; [`telemetry`] sets up logging (and escapes names for it);
-//! [`mounts`] tells whether moving to done/ or failed/ can be a rename. The pipeline also runs an
-//! hourly upkeep task (ledger pruning, idle multipart uploads).
+//! A file that cannot go yet comes back on its own, through [`claims`], the small shared
+//! registry that keeps a file from being taken twice while it is in flight:
+//!
+//! | from | what happens | back into |
+//! |---|---|---|
+//! | [`finish`] | a deferred file (S3 unreachable, unreadable for now), a paused inbox's file, a file whose move failed: `claims.defer(path, until)`; a file changed while uploaded: claim released | [`settle`], which keeps every file in view in daemon mode and offers it again when its claim allows (no rescan needed) |
+//! | [`upload`] | a stalled inbox (its share does not answer, see [`stall`]): the file is handed back as paused until the next look | the same way, through [`finish`] |
+//! | [`watch`] | periodic rescans and polls find every file again | [`settle`], which ignores files it already has in view |
+//!
+//! Beside the stages: [`upkeep`] recovers at startup (aborts multipart uploads that cannot be
+//! resumed, completes records of files moved just before a crash) and tidies hourly (prunes
+//! old records, aborts idle uploads). [`stall`] gives each inbox a guard that runs its
+//! blocking file-system calls off the async workers under a time limit. [`config`] loads and
+//! validates the TOML file; [`shutdown`] turns signals into cancellation and reload requests;
+//! [`telemetry`] sets up logging (and escapes names for it); [`mounts`] tells whether moving to
+//! done/ or failed/ can be a rename.
 
 pub mod batch;
 pub mod beneath;
@@ -39,6 +50,7 @@ pub mod settle;
 pub mod shutdown;
 pub mod stall;
 pub mod telemetry;
+pub mod upkeep;
 pub mod upload;
 pub mod watch;
 

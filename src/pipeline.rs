@@ -81,17 +81,7 @@ pub async fn run(
     let ledger = Ledger::open(&settings.state_dir)?;
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
-    // Interrupted multipart uploads whose file is gone or changed can never be resumed.
-    crate::upload::multipart::cleanup(&client, &ledger, &inboxes, None).await?;
-    // Files moved just before a crash whose final record did not reach the disk.
-    let fixed = crate::finish::reconcile(&ledger, &inboxes)?;
-    if fixed > 0 {
-        tracing::info!(
-            records = fixed,
-            "ledger: marked files moved just before a crash as finished"
-        );
-    }
-    ledger.flush().await?;
+    crate::upkeep::recover(&client, &ledger, &inboxes).await?;
     let ignores = inboxes
         .iter()
         .map(|i| {
@@ -171,7 +161,7 @@ pub async fn run(
     ];
     let finish = tokio::spawn(finish.run(out_rx));
 
-    let maintenance = tokio::spawn(maintain_ledger(
+    let maintenance = tokio::spawn(crate::upkeep::hourly(
         ledger.clone(),
         client.clone(),
         inboxes.clone(),
@@ -221,48 +211,6 @@ pub async fn run(
         "inboxd stopped"
     );
     Ok(stats)
-}
-
-/// How often the ledger is tidied.
-const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
-/// A recorded multipart upload nobody has touched for this long is checked (and aborted if
-/// its file is gone or changed) without waiting for a restart.
-const IDLE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
-
-/// Keeps the ledger and the bucket tidy while running: every hour, removes finished and
-/// failed records older than `ledger.keep` (unless it is zero), and aborts multipart uploads
-/// left idle by files that went away.
-async fn maintain_ledger(
-    ledger: Ledger,
-    client: aws_sdk_s3::Client,
-    inboxes: Arc<Vec<crate::config::InboxSettings>>,
-    keep: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let now = std::time::SystemTime::now();
-        if let Some(cutoff) = now.checked_sub(keep).filter(|_| !keep.is_zero()) {
-            let l = ledger.clone();
-            match tokio::task::spawn_blocking(move || l.prune(cutoff)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(removed = n, keep = ?keep, "pruned old ledger records"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the ledger"),
-                Err(e) => tracing::warn!(error = %e, "ledger pruning stopped unexpectedly"),
-            }
-        }
-        let idle_since = now.checked_sub(IDLE_UPLOAD);
-        if let Err(e) =
-            crate::upload::multipart::cleanup(&client, &ledger, &inboxes, idle_since).await
-        {
-            tracing::warn!(error = %e, "cannot check idle multipart uploads");
-        }
-    }
 }
 
 /// After a shutdown request, gives running uploads `grace`, then abandons them (they are

@@ -73,7 +73,7 @@ impl WatchStage {
     /// Starts the kernel watchers (daemon mode). Done before the stage runs so that a watch
     /// problem stops the daemon at startup with a clear message. An inbox whose folder is
     /// missing (a share not mounted yet) does not stop the others: it is reported once and
-    /// looked for again at every rescan, see [`WatchStage::check_presence`].
+    /// looked for again at every rescan, see `WatchStage::check_presence`.
     pub fn start_watchers(&self) -> Result<Watchers, WatchError> {
         let (tx, rx) = mpsc::channel(RAW_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use inboxd::config::{InboxSettings, WatchMode};
 use inboxd::ledger::{Ledger, Record};
-use inboxd::upload::multipart::cleanup;
+use inboxd::upkeep::cleanup;
 use support::BUCKET;
 use support::s3::TestS3;
 

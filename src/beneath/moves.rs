@@ -53,7 +53,7 @@ pub struct Moved {
 #[error("{0} cannot be moved to another file system (it would have to be opened)")]
 struct Unmovable(&'static str);
 
-/// Whether `e` says the entry cannot be moved to another file system (see [`Unmovable`]).
+/// Whether `e` says the entry cannot be moved to another file system (see `Unmovable`).
 pub fn is_unmovable(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Unmovable>())
 }

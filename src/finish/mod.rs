@@ -414,48 +414,6 @@ impl FinishStage {
     }
 }
 
-/// At startup: records left at `uploaded` (or `failed` without a destination) whose file is
-/// no longer in its inbox were moved just before a crash, before the final record reached
-/// the disk (it is written after the move and flushed with the next group). Marks them
-/// finished (with their place in done/ when it is where the move would have put it), or
-/// records their place in failed/. Files still in the inbox keep their state: the sweep finds
-/// them and they are only moved. Returns how many were fixed.
-pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, LedgerError> {
-    let mut fixed = 0;
-    let stale: Vec<Record> = ledger
-        .records()
-        .filter_map(|r| r.ok())
-        .filter(|r| r.state == State::Uploaded || (r.state == State::Failed && r.dest.is_none()))
-        .collect();
-    for mut rec in stale {
-        let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
-            continue; // an inbox no longer configured: leave its records as they are
-        };
-        if !inbox.path.is_dir() {
-            continue; // its share is not mounted: a missing folder says nothing about its files
-        }
-        let rel = Path::new(&rec.rel_path);
-        if beneath::metadata(&inbox.path, rel).is_ok() {
-            continue;
-        }
-        if rec.state == State::Failed {
-            // Moved to failed/ just before a crash. Recording where matters: a failed file
-            // with no destination is one whose move is still owed, and would not be uploaded
-            // again if an admin put it back into the inbox to retry it.
-            rec.dest = Some(inbox.failed_dir.join(&rec.rel_path));
-        } else {
-            let done = inbox.done_dir.join(&rec.rel_path);
-            let there = beneath::metadata(&inbox.done_dir, rel)
-                .is_ok_and(|m| m.is_file() && m.len() == rec.size);
-            rec.state = State::Finished;
-            rec.dest = there.then_some(done);
-        }
-        ledger.put(&mut rec)?;
-        fixed += 1;
-    }
-    Ok(fixed)
-}
-
 /// The content of a reason file, taken from the outcome so that it can be written on the
 /// blocking pool (under the inbox's time limit).
 struct Reason {

@@ -381,7 +381,7 @@ async fn upload_part(
 /// Aborts the multipart upload recorded in `rec`, if any, and forgets it. Best effort: an
 /// upload that cannot be aborted now is logged (a bucket lifecycle rule for incomplete
 /// multipart uploads is the backstop).
-pub(super) async fn abort_recorded(
+pub(crate) async fn abort_recorded(
     client: &aws_sdk_s3::Client,
     ledger: &Ledger,
     bucket: &str,
@@ -413,69 +413,6 @@ pub(super) async fn abort_recorded(
     if let Err(e) = ledger.put(rec) {
         tracing::warn!(error = %e, "cannot record an aborted multipart upload");
     }
-}
-
-/// Aborts every multipart upload in the ledger that cannot be resumed because its file is gone
-/// or no longer has the same content. The rest resume when their file comes by.
-///
-/// At startup `idle_since` is `None`: every recorded upload is looked at. While running, only
-/// uploads whose record has not changed since `idle_since` are: an upload in progress updates
-/// its record with every part, and a deferred one with every retry, so an old record means
-/// nobody is working on it (typically its file was deleted while it waited).
-pub async fn cleanup(
-    client: &aws_sdk_s3::Client,
-    ledger: &Ledger,
-    inboxes: &[InboxSettings],
-    idle_since: Option<std::time::SystemTime>,
-) -> Result<(), crate::ledger::LedgerError> {
-    let mut open = Vec::new();
-    for rec in ledger.records() {
-        let rec = rec?;
-        let idle = match idle_since {
-            None => true,
-            Some(t) => humantime::parse_rfc3339(&rec.updated_at).is_ok_and(|u| u < t),
-        };
-        if rec.upload_id.is_some() && idle {
-            open.push(rec);
-        }
-    }
-    for mut rec in open {
-        let Some(inbox) = inboxes.iter().find(|i| i.name == rec.inbox) else {
-            abort_recorded(client, ledger, &rec.bucket.clone(), &mut rec).await;
-            continue;
-        };
-        if !inbox.path.is_dir() {
-            // Its share is not mounted: the file may well be there later; keep the upload.
-            continue;
-        }
-        let root = inbox.path.clone();
-        let rel = std::path::PathBuf::from(&rec.rel_path);
-        let want = rec.sha256.clone();
-        let size = rec.size;
-        // At startup the content is compared (a restart may follow any change); while running,
-        // the hourly check only looks at presence and size, so that a huge file waiting in a
-        // paused inbox is not read again every hour.
-        let full = idle_since.is_none();
-        let same = tokio::task::spawn_blocking(move || {
-            let meta = crate::beneath::metadata(&root, &rel).ok()?;
-            if !full {
-                return (meta.is_file() && meta.len() == size).then_some(());
-            }
-            let sig = crate::settle::Signature::of(&meta);
-            let sha = super::hash::sha256_file(&root, &rel, &sig).ok()?;
-            (Some(hex::encode(sha)) == want).then_some(())
-        })
-        .await
-        .ok()
-        .flatten();
-        if same.is_none() {
-            tracing::info!(inbox = %rec.inbox, path = %crate::telemetry::escape(&rec.rel_path),
-                "the file of an interrupted multipart upload is gone or changed; aborting that upload");
-            let bucket = rec.bucket.clone();
-            abort_recorded(client, ledger, &bucket, &mut rec).await;
-        }
-    }
-    ledger.flush().await
 }
 
 #[cfg(test)]
