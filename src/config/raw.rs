@@ -1,0 +1,118 @@
+//! The raw shape of the file, as figment extracts it. Unknown keys are errors everywhere;
+//! every value is optional here, and [`super::validate`] applies defaults and checks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::{LogFormat, OnConflict, WatchMode};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) s3: RawS3,
+    #[serde(default)]
+    pub(super) upload: RawUpload,
+    #[serde(default)]
+    pub(super) batch: RawBatch,
+    #[serde(default)]
+    pub(super) watch: RawWatch,
+    #[serde(default)]
+    pub(super) shutdown: RawShutdown,
+    #[serde(default)]
+    pub(super) ledger: RawLedger,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) inbox: Vec<RawInbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawS3 {
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) force_path_style: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpload {
+    pub(super) concurrency: Option<usize>,
+    pub(super) max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) retry_initial: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) retry_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) retry_later: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) unreadable_retry_for: Option<Duration>,
+    pub(super) on_conflict: Option<OnConflict>,
+    pub(super) multipart_threshold: Option<ByteSize>,
+    pub(super) part_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    pub(super) max_files: Option<usize>,
+    pub(super) max_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) window: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) rescan: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLedger {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) keep: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShutdown {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<LogFormat>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) keep: Option<usize>,
+    pub(super) level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInbox {
+    pub(super) name: Option<String>,
+    pub(super) path: Option<PathBuf>,
+    pub(super) done_dir: Option<PathBuf>,
+    pub(super) failed_dir: Option<PathBuf>,
+    pub(super) bucket: Option<String>,
+    pub(super) prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) settle: Option<Duration>,
+    pub(super) watch: Option<WatchMode>,
+    pub(super) ignore: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) fs_timeout: Option<Duration>,
+}

@@ -1,0 +1,286 @@
+//! Validation: raw → [`Settings`], one function per section. Each error names the key and
+//! where the bad value came from (the file, or the exact environment variable).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+
+use super::*;
+
+/// What every check needs: the file (for messages), figment's metadata (to tell a value
+/// from the environment), and the folder relative paths are relative to.
+pub(super) struct Ctx<'a> {
+    file: &'a Path,
+    figment: Option<&'a Figment>,
+    /// The config file's folder: relative paths in the file are relative to it.
+    base: PathBuf,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(file: &'a Path, figment: Option<&'a Figment>) -> Self {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ctx {
+            file,
+            figment,
+            base,
+        }
+    }
+
+    /// An error about `key`, naming the environment variable when the value came from one.
+    fn err(&self, key: &str, msg: &str) -> ConfigError {
+        let from_env = self
+            .figment
+            .and_then(|f| f.find_metadata(key))
+            .is_some_and(|m| m.name.contains("environment"));
+        if from_env {
+            ConfigError {
+                source_desc: format!("environment variable {}", env_var_name(key.split('.'))),
+                message: format!("key `{key}`: {msg}"),
+            }
+        } else {
+            ConfigError::in_file(self.file, format!("key `{key}`: {msg}"))
+        }
+    }
+
+    pub(super) fn resolve(&self, p: &Path) -> PathBuf {
+        absolute(&self.base.join(p))
+    }
+
+    pub(super) fn s3(&self, raw: RawS3) -> Result<S3Settings, ConfigError> {
+        let force_path_style = raw.force_path_style.unwrap_or(raw.endpoint.is_some());
+        if let Some(ep) = &raw.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(self.err("s3.endpoint", "must start with http:// or https://"));
+        }
+        Ok(S3Settings {
+            endpoint: raw.endpoint,
+            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            force_path_style,
+            connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+        })
+    }
+
+    pub(super) fn upload(&self, u: RawUpload) -> Result<UploadSettings, ConfigError> {
+        let concurrency = u.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(self.err("upload.concurrency", "must be at least 1"));
+        }
+        let max_attempts = u.max_attempts.unwrap_or(5);
+        if max_attempts == 0 {
+            return Err(self.err("upload.max_attempts", "must be at least 1"));
+        }
+        let retry_initial = u.retry_initial.unwrap_or(Duration::from_millis(500));
+        let retry_max = u.retry_max.unwrap_or(Duration::from_secs(30));
+        if retry_max < retry_initial {
+            return Err(self.err(
+                "upload.retry_max",
+                "must not be shorter than upload.retry_initial",
+            ));
+        }
+        let multipart_threshold = u.multipart_threshold.map_or(64 * MIB, |b| b.as_u64());
+        let part_size = u.part_size.map_or(16 * MIB, |b| b.as_u64());
+        if part_size < 5 * MIB {
+            return Err(self.err(
+                "upload.part_size",
+                "must be at least 5 MiB (the S3 minimum part size)",
+            ));
+        }
+        if part_size > 5 * 1024 * MIB {
+            return Err(self.err(
+                "upload.part_size",
+                "must be at most 5 GiB (the S3 maximum part size)",
+            ));
+        }
+        if multipart_threshold > 5 * 1024 * MIB {
+            return Err(self.err(
+                "upload.multipart_threshold",
+                "must be at most 5 GiB (the S3 limit for a single PUT)",
+            ));
+        }
+        if multipart_threshold < 5 * MIB {
+            return Err(self.err("upload.multipart_threshold", "must be at least 5 MiB"));
+        }
+        Ok(UploadSettings {
+            concurrency,
+            max_attempts,
+            retry_initial,
+            retry_max,
+            retry_later: u.retry_later.unwrap_or(Duration::from_secs(60)),
+            unreadable_retry_for: u.unreadable_retry_for.unwrap_or(Duration::from_secs(300)),
+            on_conflict: u.on_conflict.unwrap_or(OnConflict::Rename),
+            multipart_threshold,
+            part_size,
+        })
+    }
+
+    pub(super) fn batch(&self, raw: RawBatch) -> Result<BatchSettings, ConfigError> {
+        let batch = BatchSettings {
+            max_files: raw.max_files.unwrap_or(20),
+            max_bytes: raw.max_bytes.map_or(1024 * MIB, |b| b.as_u64()),
+            window: raw.window.unwrap_or(Duration::from_millis(500)),
+        };
+        if batch.max_files == 0 {
+            return Err(self.err("batch.max_files", "must be at least 1"));
+        }
+        if batch.max_bytes == 0 {
+            return Err(self.err("batch.max_bytes", "must be more than 0 bytes"));
+        }
+        Ok(batch)
+    }
+
+    pub(super) fn watch(&self, raw: RawWatch) -> Result<WatchSettings, ConfigError> {
+        let watch = WatchSettings {
+            rescan: raw.rescan.unwrap_or(Duration::from_secs(60)),
+            poll_interval: raw.poll_interval.unwrap_or(Duration::from_secs(10)),
+        };
+        if watch.rescan.is_zero() {
+            return Err(self.err("watch.rescan", "must be longer than 0s"));
+        }
+        if watch.poll_interval.is_zero() {
+            return Err(self.err("watch.poll_interval", "must be longer than 0s"));
+        }
+        Ok(watch)
+    }
+
+    pub(super) fn log(&self, raw: RawLog) -> Result<LogSettings, ConfigError> {
+        let log = LogSettings {
+            format: raw.format.unwrap_or(LogFormat::Text),
+            dir: raw.dir.as_deref().map(|d| self.resolve(d)),
+            keep: raw.keep.unwrap_or(14),
+            level: raw.level.unwrap_or_else(|| "info".into()),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            return Err(self.err("log.level", &format!("not a valid filter: {e}")));
+        }
+        Ok(log)
+    }
+
+    pub(super) fn inboxes(&self, raw: Vec<RawInbox>) -> Result<Vec<InboxSettings>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                "inbox",
+                "no [[inbox]] is configured; at least one is needed",
+            ));
+        }
+        let mut inboxes: Vec<InboxSettings> = Vec::new();
+        let mut names = HashSet::new();
+        for (i, ri) in raw.into_iter().enumerate() {
+            let inbox = self.inbox(i, ri)?;
+            if !names.insert(inbox.name.clone()) {
+                return Err(self.err(
+                    &format!("inbox[{i}].name"),
+                    &format!("inbox name {:?} is used twice", inbox.name),
+                ));
+            }
+            inboxes.push(inbox);
+        }
+        Ok(inboxes)
+    }
+
+    fn inbox(&self, i: usize, ri: RawInbox) -> Result<InboxSettings, ConfigError> {
+        let key = |field: &str| format!("inbox[{i}].{field}");
+        let required = |v: Option<PathBuf>, field: &str| {
+            v.map(|p| self.resolve(&p))
+                .ok_or_else(|| self.err(&key(field), "is missing"))
+        };
+        let name = ri
+            .name
+            .ok_or_else(|| self.err(&key("name"), "is missing"))?;
+        if name.is_empty() {
+            return Err(self.err(&key("name"), "must not be empty"));
+        }
+        let path = required(ri.path, "path")?;
+        let done_dir = required(ri.done_dir, "done_dir")?;
+        let failed_dir = required(ri.failed_dir, "failed_dir")?;
+        let bucket = ri
+            .bucket
+            .ok_or_else(|| self.err(&key("bucket"), "is missing"))?;
+        if bucket.is_empty() {
+            return Err(self.err(&key("bucket"), "must not be empty"));
+        }
+        let prefix = ri.prefix.unwrap_or_default();
+        if prefix.starts_with('/') {
+            return Err(self.err(
+                &key("prefix"),
+                "must not start with '/' (S3 keys have no leading slash)",
+            ));
+        }
+        // Without the closing '/', one inbox could write into another's key space:
+        // prefix "team" and a folder "-hr" in its inbox give the key "team-hr/x".
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            return Err(self.err(
+                &key("prefix"),
+                &format!("must end with '/' (for example {:?})", format!("{prefix}/")),
+            ));
+        }
+        let fs_timeout = ri.fs_timeout.unwrap_or(DEFAULT_FS_TIMEOUT);
+        if fs_timeout.is_zero() {
+            return Err(self.err(&key("fs_timeout"), "must be longer than 0s"));
+        }
+        let ignore = ri.ignore.unwrap_or_default();
+        for pat in &ignore {
+            if let Err(e) = globset::Glob::new(pat) {
+                return Err(self.err(&key("ignore"), &format!("bad glob {pat:?}: {e}")));
+            }
+        }
+        Ok(InboxSettings {
+            name,
+            path,
+            done_dir,
+            failed_dir,
+            bucket,
+            prefix,
+            settle: ri.settle.unwrap_or(Duration::from_secs(2)),
+            watch: ri.watch.unwrap_or(WatchMode::Auto),
+            ignore,
+            fs_timeout,
+        })
+    }
+
+    /// Where files go must never be watched as an inbox, or a moved file would come round
+    /// again; and one inbox inside another would see every file twice.
+    pub(super) fn check_nesting(
+        &self,
+        inboxes: &[InboxSettings],
+        state_dir: &Path,
+    ) -> Result<(), ConfigError> {
+        for (i, a) in inboxes.iter().enumerate() {
+            for (j, b) in inboxes.iter().enumerate() {
+                for (field, dir) in [("done_dir", &a.done_dir), ("failed_dir", &a.failed_dir)] {
+                    if dir.starts_with(&b.path) {
+                        return Err(self.err(
+                            &format!("inbox[{i}].{field}"),
+                            &format!(
+                                "{} is inside the inbox {} ({}); it must be outside every inbox",
+                                dir.display(),
+                                b.name,
+                                b.path.display()
+                            ),
+                        ));
+                    }
+                }
+                if i != j && a.path.starts_with(&b.path) {
+                    return Err(self.err(
+                        &format!("inbox[{i}].path"),
+                        &format!(
+                            "{} is inside the inbox {} ({})",
+                            a.path.display(),
+                            b.name,
+                            b.path.display()
+                        ),
+                    ));
+                }
+            }
+            if state_dir.starts_with(&a.path) {
+                return Err(self.err("state_dir", "must not be inside an inbox"));
+            }
+        }
+        Ok(())
+    }
+}
