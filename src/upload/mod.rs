@@ -13,10 +13,9 @@ pub mod hash;
 pub mod keys;
 pub mod multipart;
 pub mod pause;
+mod reading;
 pub mod s3;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,6 +34,7 @@ use crate::settle::{Kind, ReadyFile, Signature};
 use crate::stall::FsGuard;
 use attempts::{Body, upload_loop};
 use pause::Pause;
+use reading::{UnreadableSince, changed_since};
 
 /// What became of one file; sent to finish.
 #[derive(Debug)]
@@ -236,89 +236,9 @@ async fn process_inner(
         .then(|| multipart::part_size_for(file.size, sh.settings.part_size));
 
     // Hash first: the content is the file's identity, and the checksum the server verifies.
-    let mut digests = {
-        let lane = if part_size.is_some() {
-            &sh.hashing_large
-        } else {
-            &sh.hashing
-        };
-        let Ok(_slot) = lane.acquire().await else {
-            return (None, 0, FileResult::Interrupted);
-        };
-        let root = inbox.path.clone();
-        let rel = file.rel.clone();
-        let sig = file.sig;
-        // Small files are kept in memory from this single read: hashed and sent from the same
-        // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
-        let keep = file.size <= hash::SMALL;
-        // Under the inbox's time limit, counted from the last chunk read: a hung share stalls
-        // this inbox, never a hashing slot for good.
-        let hashed = sh.guards[file.inbox]
-            .run_with_progress(move |p| {
-                hash::digests(&root, &rel, &sig, part_size, keep, &|| p.tick())
-            })
-            .await;
-        let hashed = match hashed {
-            Ok(h) => h,
-            Err(stalled) => {
-                // Said once for the inbox by its guard; per file it only waits.
-                let until = Instant::now() + inbox.fs_timeout;
-                return (
-                    None,
-                    0,
-                    FileResult::Paused {
-                        reason: stalled.to_string(),
-                        until,
-                    },
-                );
-            }
-        };
-        if !matches!(&hashed, Err(hash::HashError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied)
-        {
-            sh.unreadable.forget(&file.path);
-        }
-        match hashed {
-            Ok(d) => d,
-            Err(hash::HashError::Changed) => return (None, 0, FileResult::Changed),
-            // Gone, or no longer a regular file reached without links (replaced by a link or
-            // a FIFO since settle looked): it goes round again and settle says what it is.
-            Err(hash::HashError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound
-                        | std::io::ErrorKind::InvalidInput
-                        | std::io::ErrorKind::NotADirectory
-                ) || e.raw_os_error() == Some(libc::ELOOP) =>
-            {
-                return (None, 0, FileResult::Changed);
-            }
-            Err(hash::HashError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                // Often temporary: the file was dropped before its chmod or ACL. Give it
-                // `unreadable_retry_for` before it counts as failed.
-                let window = sh.settings.unreadable_retry_for;
-                return match sh.unreadable.note(&file.path, Instant::now(), window) {
-                    Unreadable::Wait => (
-                        None,
-                        0,
-                        FileResult::Deferred {
-                            reason: format!(
-                                "cannot read the file yet ({e}); retried for up to {}",
-                                humantime::format_duration(window)
-                            ),
-                        },
-                    ),
-                    Unreadable::GiveUp => (
-                        None,
-                        0,
-                        failed(format!(
-                            "cannot read the file: {e} (still, after {})",
-                            humantime::format_duration(window)
-                        )),
-                    ),
-                };
-            }
-            Err(e) => return (None, 0, failed(e.to_string())),
-        }
+    let mut digests = match reading::digests(sh, file, part_size).await {
+        Ok(d) => d,
+        Err(result) => return (None, 0, result),
     };
     let hex = hex::encode(digests.whole);
     let sha_out = Some(hex.clone());
@@ -337,47 +257,31 @@ async fn process_inner(
             );
         }
     };
-    // This very file was copied to done/ or failed/ on another file system, but could not be
-    // removed from the inbox: never copy or upload it again; finish only tries removing it.
-    let left_here = rec
-        .as_ref()
-        .is_some_and(|r| r.source_left == Some([file.sig.dev, file.sig.ino]));
-    match rec.as_ref().map(|r| r.state) {
-        Some(State::Failed) if left_here || rec.as_ref().is_some_and(|r| r.dest.is_none()) => {
-            // Failed before, and the move to failed/ did not happen (it failed, or a crash
-            // came first): do not upload again, only try the move. (A file an admin moved back
-            // from failed/ has a recorded destination and is uploaded again.)
-            let reason = rec
-                .and_then(|r| r.reason)
-                .unwrap_or_else(|| "failed before".to_owned());
+    match ledger_verdict(rec.as_ref(), &file.sig) {
+        Verdict::Upload => {}
+        Verdict::MoveToFailed { reason } => {
             return (sha_out, 0, FileResult::Failed { reason });
         }
-        Some(State::Finished) => {
-            let key = rec.and_then(|r| r.key);
+        Verdict::Duplicate { key } => {
             tracing::info!(
                 key = key.as_deref().unwrap_or(""),
                 "identical file was uploaded before; not uploading again"
             );
             return (sha_out, 0, FileResult::Duplicate { key });
         }
-        Some(State::Uploaded) => {
-            // Uploaded, then the daemon stopped before the file moved: just move it now.
-            let r = rec.unwrap_or_else(|| {
-                Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket)
-            });
-            let key = r.key.clone().unwrap_or_else(|| default_key.clone());
+        Verdict::MoveToDone { key, etag } => {
+            let key = key.unwrap_or_else(|| default_key.clone());
             tracing::info!(key = %crate::telemetry::escape(&key), "already uploaded before a restart; moving it");
             return (
                 sha_out,
                 0,
                 FileResult::Uploaded {
                     key,
-                    etag: r.etag,
+                    etag,
                     existed: true,
                 },
             );
         }
-        _ => {}
     }
     // No "uploading" record for a single PUT: after a crash the conditional PUT and HEAD
     // recognise our own object. A multipart upload records itself before its first part.
@@ -418,68 +322,46 @@ fn part_slots(concurrency: usize) -> usize {
     (concurrency - concurrency / 4).max(1)
 }
 
-/// Whether an unreadable file gets more time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unreadable {
-    Wait,
-    GiveUp,
+/// What the ledger's record of this very content says to do with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Not uploaded yet (or an earlier attempt was interrupted): upload it.
+    Upload,
+    /// Failed before, and the move to failed/ did not happen (it failed, or a crash came
+    /// first; or the file was copied there and its original could not be removed): do not
+    /// upload again, only move it. A file an admin moved back from failed/ has a recorded
+    /// destination and is uploaded again.
+    MoveToFailed { reason: String },
+    /// Uploaded and moved before: an identical file dropped again.
+    Duplicate { key: Option<String> },
+    /// Uploaded, then the daemon stopped before the file moved: only move it now.
+    MoveToDone {
+        key: Option<String>,
+        etag: Option<String>,
+    },
 }
 
-/// When each file was first found unreadable (permission denied), so that it is retried for
-/// a while before it goes to failed/: a chmod or ACL often arrives just after the file.
-#[derive(Default)]
-struct UnreadableSince(std::sync::Mutex<HashMap<PathBuf, Instant>>);
-
-impl UnreadableSince {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Instant>> {
-        // A poisoned lock only means a panic elsewhere; single inserts/removes keep it sound.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The file is unreadable now: wait longer or give up.
-    fn note(&self, path: &Path, now: Instant, window: Duration) -> Unreadable {
-        let mut map = self.map();
-        // Files that went away while waiting are never looked up again: drop old entries.
-        map.retain(|_, since| now.saturating_duration_since(*since) <= window * 4 + HOUR);
-        let since = *map.entry(path.to_path_buf()).or_insert(now);
-        let verdict = unreadable_verdict(since, now, window);
-        if verdict == Unreadable::GiveUp {
-            map.remove(path);
-        }
-        verdict
-    }
-
-    fn forget(&self, path: &Path) {
-        let mut map = self.map();
-        if !map.is_empty() {
-            map.remove(path);
-        }
-    }
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// A file unreadable since `since` is retried until `window` has passed.
-fn unreadable_verdict(since: Instant, now: Instant, window: Duration) -> Unreadable {
-    if now.saturating_duration_since(since) < window {
-        Unreadable::Wait
-    } else {
-        Unreadable::GiveUp
-    }
-}
-
-/// True when the file is no longer the one settle handed on (or is gone). A share that does
-/// not answer counts as changed: nothing is recorded as done that could not be checked, and
-/// the file goes round again.
-async fn changed_since(sh: &Shared, file: &ReadyFile) -> bool {
-    let root = sh.inboxes[file.inbox].path.clone();
-    let rel = file.rel.clone();
-    let looked = sh.guards[file.inbox]
-        .run(move || crate::beneath::metadata(&root, &rel))
-        .await;
-    match looked {
-        Ok(Ok(m)) => Signature::of(&m) != file.sig,
-        Ok(Err(_)) | Err(_) => true,
+/// Pure: the ledger's record for this content (if any) and the file's signature → what to do.
+fn ledger_verdict(rec: Option<&Record>, sig: &Signature) -> Verdict {
+    let Some(r) = rec else {
+        return Verdict::Upload;
+    };
+    // This very file (same device and inode) was copied to done/ or failed/ on another file
+    // system but could not be removed from the inbox: never copy or upload it again.
+    let left_here = r.source_left == Some([sig.dev, sig.ino]);
+    match r.state {
+        State::Failed if left_here || r.dest.is_none() => Verdict::MoveToFailed {
+            reason: r
+                .reason
+                .clone()
+                .unwrap_or_else(|| "failed before".to_owned()),
+        },
+        State::Finished => Verdict::Duplicate { key: r.key.clone() },
+        State::Uploaded => Verdict::MoveToDone {
+            key: r.key.clone(),
+            etag: r.etag.clone(),
+        },
+        State::Failed | State::Uploading => Verdict::Upload,
     }
 }
 
@@ -507,21 +389,53 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_files_wait_then_fail() {
-        let t0 = Instant::now();
-        let w = Duration::from_secs(300);
-        assert_eq!(unreadable_verdict(t0, t0, w), Unreadable::Wait);
-        assert_eq!(unreadable_verdict(t0, t0 + w / 2, w), Unreadable::Wait);
-        assert_eq!(unreadable_verdict(t0, t0 + w, w), Unreadable::GiveUp);
-        let u = UnreadableSince::default();
-        let p = Path::new("/in/a");
-        assert_eq!(u.note(p, t0, w), Unreadable::Wait);
-        assert_eq!(u.note(p, t0 + w / 2, w), Unreadable::Wait);
-        assert_eq!(u.note(p, t0 + w, w), Unreadable::GiveUp);
-        // Given up: a new drop under the same name starts afresh.
-        assert_eq!(u.note(p, t0 + w * 2, w), Unreadable::Wait);
-        u.forget(p);
-        assert_eq!(u.note(p, t0 + w * 3, w), Unreadable::Wait);
+    fn the_ledger_decides_what_a_known_file_needs() {
+        let sig = Signature {
+            size: 10,
+            mtime_ns: 1,
+            ino: 42,
+            dev: 7,
+        };
+        assert_eq!(ledger_verdict(None, &sig), Verdict::Upload);
+        let mut r = Record::new("in", "a.pdf", Some("ab"), 10, "b");
+        assert_eq!(ledger_verdict(Some(&r), &sig), Verdict::Upload, "uploading");
+        r.state = State::Uploaded;
+        r.key = Some("k".into());
+        r.etag = Some("e".into());
+        assert_eq!(
+            ledger_verdict(Some(&r), &sig),
+            Verdict::MoveToDone {
+                key: Some("k".into()),
+                etag: Some("e".into())
+            }
+        );
+        r.state = State::Finished;
+        assert_eq!(
+            ledger_verdict(Some(&r), &sig),
+            Verdict::Duplicate {
+                key: Some("k".into())
+            }
+        );
+        r.state = State::Failed;
+        r.reason = Some("bad".into());
+        assert_eq!(
+            ledger_verdict(Some(&r), &sig),
+            Verdict::MoveToFailed {
+                reason: "bad".into()
+            },
+            "failed, never moved: only the move is owed"
+        );
+        r.dest = Some("/failed/a.pdf".into());
+        assert_eq!(
+            ledger_verdict(Some(&r), &sig),
+            Verdict::Upload,
+            "moved back from failed/ by an admin: upload again"
+        );
+        r.source_left = Some([7, 42]);
+        assert!(
+            matches!(ledger_verdict(Some(&r), &sig), Verdict::MoveToFailed { .. }),
+            "this very file was copied already: never again"
+        );
     }
 
     #[test]
