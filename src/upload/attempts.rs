@@ -5,7 +5,7 @@
 
 use super::pause::Admit;
 use super::s3::{self, Disposition, Put, PutError};
-use super::{FileResult, Shared, backoff, changed_since, keys, multipart};
+use super::{FileResult, Job, Shared, backoff, changed_since, keys, multipart};
 use crate::config::{InboxSettings, OnConflict};
 use crate::ledger::{AbandonedObject, Record};
 use crate::run::Mode;
@@ -23,18 +23,20 @@ pub(super) enum Body<'a> {
 }
 
 /// Uploads with retries, conflict handling and pausing. Returns attempts made and the result.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn upload_loop(
     sh: &Shared,
-    file: &ReadyFile,
-    inbox: &InboxSettings,
-    default_key: &str,
-    rel: &str,
-    sha: &[u8; 32],
-    hex: &str,
+    job: &Job<'_>,
     rec: &mut Record,
     body: Body<'_>,
 ) -> (u32, FileResult) {
+    let Job {
+        file,
+        inbox,
+        default_key,
+        rel,
+        sha,
+        hex,
+    } = *job;
     let pause = &sh.pauses[file.inbox];
     let mut key = default_key.to_owned();
     let mut replace_etag: Option<String> = None;
@@ -81,7 +83,7 @@ pub(super) async fn upload_loop(
                     (None, true) => multipart::Condition::Unconditional,
                     (None, false) => multipart::Condition::CreateOnly,
                 };
-                multipart::send(sh, file, inbox, &key, rec, part_size, hex, parts, cond).await
+                multipart::send(sh, job, &key, rec, part_size, parts, cond).await
             }
         };
 

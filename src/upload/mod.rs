@@ -296,18 +296,15 @@ async fn process_inner(
         },
         None => Body::Single(digests.content.take().map(bytes::Bytes::from)),
     };
-    let (attempts, result) = upload_loop(
-        sh,
+    let job = Job {
         file,
         inbox,
-        &default_key,
-        &rel,
-        &digests.whole,
-        &hex,
-        &mut r,
-        body,
-    )
-    .await;
+        default_key: &default_key,
+        rel: &rel,
+        sha: &digests.whole,
+        hex: &hex,
+    };
+    let (attempts, result) = upload_loop(sh, &job, &mut r, body).await;
     if matches!(result, FileResult::Failed { .. } | FileResult::Changed) {
         // This content will never complete that multipart upload: abort it now rather than
         // leave parts behind. (Deferred and interrupted uploads keep theirs to resume.)
@@ -320,6 +317,19 @@ async fn process_inner(
 /// limit (at least one), so whole files always find a free slot.
 fn part_slots(concurrency: usize) -> usize {
     (concurrency - concurrency / 4).max(1)
+}
+
+/// One file's upload as the attempts see it: the file, where it goes unless its key is taken,
+/// and its content's identity.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    file: &'a ReadyFile,
+    inbox: &'a InboxSettings,
+    default_key: &'a str,
+    /// The relative path with `/` separators, as the ledger names the file.
+    rel: &'a str,
+    sha: &'a [u8; 32],
+    hex: &'a str,
 }
 
 /// What the ledger's record of this very content says to do with the file.

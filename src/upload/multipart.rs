@@ -16,8 +16,8 @@ use base64::Engine as _;
 use futures::StreamExt;
 
 use super::s3::{Disposition, PutError, S3Failure};
-use super::{Shared, backoff, changed_since};
-use crate::config::{InboxSettings, MIB};
+use super::{Job, Shared, backoff, changed_since};
+use crate::config::MIB;
 use crate::ledger::{Ledger, Record, State};
 use crate::settle::ReadyFile;
 
@@ -64,18 +64,21 @@ where
 
 /// One multipart upload of `file` to `key`, resuming the upload recorded in `rec` when it
 /// is for the same key and part size. Returns the ETag of the completed object.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     sh: &Shared,
-    file: &ReadyFile,
-    inbox: &InboxSettings,
+    job: &Job<'_>,
     key: &str,
     rec: &mut Record,
     part_size: u64,
-    whole_hex: &str,
     part_digests: &[[u8; 32]],
     cond: Condition<'_>,
 ) -> Result<Option<String>, PutError> {
+    let Job {
+        file,
+        inbox,
+        hex: whole_hex,
+        ..
+    } = *job;
     let client = &sh.client;
     let bucket = inbox.bucket.as_str();
 
@@ -152,18 +155,13 @@ pub(super) async fn send(
         .map(|n| {
             let offset = (n as u64 - 1) * part_size;
             let len = part_size.min(file.size - offset);
-            upload_part(
-                sh,
-                &stop,
-                file,
-                bucket,
-                key,
-                &upload_id,
+            let part = Part {
                 n,
                 offset,
                 len,
-                &part_digests[n as usize - 1],
-            )
+                digest: &part_digests[n as usize - 1],
+            };
+            upload_part(sh, &stop, file, (bucket, key, upload_id.as_str()), part)
         })
         // No more parts in flight than the global limit could ever run; the limit itself
         // (a semaphore shared with every other upload) decides how many actually run.
@@ -301,20 +299,29 @@ fn forget_upload(
     })
 }
 
-/// Uploads one part, retrying transient errors with backoff. Returns (part number, ETag).
-#[allow(clippy::too_many_arguments)]
+/// One part of a file: its number, where it lies in the file, and its SHA-256.
+struct Part<'a> {
+    n: u32,
+    offset: u64,
+    len: u64,
+    digest: &'a [u8; 32],
+}
+
+/// Uploads one part of `file` to the upload `(bucket, key, upload id)`, retrying transient
+/// errors with backoff. Returns (part number, ETag).
 async fn upload_part(
     sh: &Shared,
     stop: &tokio_util::sync::CancellationToken,
     file: &ReadyFile,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-    n: u32,
-    offset: u64,
-    len: u64,
-    digest: &[u8; 32],
+    (bucket, key, upload_id): (&str, &str, &str),
+    part: Part<'_>,
 ) -> Result<(u32, String), PutError> {
+    let Part {
+        n,
+        offset,
+        len,
+        digest,
+    } = part;
     let mut transient = 0u32;
     loop {
         // Shutting down, or another part of this upload failed: no new part starts (on
