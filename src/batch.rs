@@ -12,8 +12,6 @@
 //! [`Batcher`] is a pure state machine (no tokio, no clock of its own) so it can be tested
 //! exhaustively; [`run`] is the thin async stage around it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -22,44 +20,13 @@ use tokio::sync::mpsc;
 use crate::config::BatchSettings;
 use crate::settle::ReadyFile;
 
-/// A batch as the rest of the pipeline sees it. Its totals are final once it is closed.
-#[derive(Debug)]
-pub struct BatchInfo {
-    pub id: u64,
-    pub opened: Instant,
-    files: AtomicUsize,
-    bytes: AtomicU64,
-}
-
-impl BatchInfo {
-    pub fn new(id: u64, opened: Instant) -> BatchInfo {
-        BatchInfo {
-            id,
-            opened,
-            files: AtomicUsize::new(0),
-            bytes: AtomicU64::new(0),
-        }
-    }
-    /// Number of files; final after [`Batched::Closed`].
-    pub fn files(&self) -> usize {
-        self.files.load(Ordering::Acquire)
-    }
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
-    }
-    fn close(&self, s: &Summary) {
-        self.bytes.store(s.bytes, Ordering::Release);
-        self.files.store(s.files, Ordering::Release);
-    }
-}
-
 /// What flows from batch to upload.
 #[derive(Debug)]
 pub enum Batched {
-    /// A file, placed in a batch (which may still be open).
-    File(Arc<BatchInfo>, ReadyFile),
-    /// The batch is complete: no more files will be placed in it.
-    Closed(Arc<BatchInfo>),
+    /// A file, placed in the batch with this id (which may still be open).
+    File(u64, ReadyFile),
+    /// The batch is complete, with its totals: no more files will be placed in it.
+    Closed(Summary),
 }
 
 /// Totals of a batch, as the state machine counts them.
@@ -162,24 +129,6 @@ pub async fn run(
     output: mpsc::Sender<Batched>,
 ) {
     let mut batcher = Batcher::new(limits);
-    let mut current: Option<Arc<BatchInfo>> = None;
-    // Sends Closed for `s` (the current batch); false when downstream is gone.
-    async fn close(
-        s: Summary,
-        current: &mut Option<Arc<BatchInfo>>,
-        output: &mpsc::Sender<Batched>,
-    ) -> bool {
-        match current.take() {
-            Some(info) if info.id == s.id => {
-                info.close(&s);
-                output.send(Batched::Closed(info)).await.is_ok()
-            }
-            other => {
-                *current = other;
-                true
-            }
-        }
-    }
     loop {
         let deadline = batcher.deadline();
         tokio::select! {
@@ -187,30 +136,22 @@ pub async fn run(
                 let Some(file) = file else { break };
                 let p = batcher.push(file.size, Instant::now());
                 if let Some(s) = p.closed_before
-                    && !close(s, &mut current, &output).await
+                    && output.send(Batched::Closed(s)).await.is_err()
                 {
                     return;
                 }
-                let info = match &current {
-                    Some(i) if i.id == p.batch => i.clone(),
-                    _ => {
-                        let i = Arc::new(BatchInfo::new(p.batch, Instant::now()));
-                        current = Some(i.clone());
-                        i
-                    }
-                };
-                if output.send(Batched::File(info, file)).await.is_err() {
+                if output.send(Batched::File(p.batch, file)).await.is_err() {
                     return;
                 }
                 if let Some(s) = p.closed_after
-                    && !close(s, &mut current, &output).await
+                    && output.send(Batched::Closed(s)).await.is_err()
                 {
                     return;
                 }
             }
             _ = crate::run::sleep_until(deadline), if deadline.is_some() => {
                 if let Some(s) = batcher.tick(Instant::now())
-                    && !close(s, &mut current, &output).await
+                    && output.send(Batched::Closed(s)).await.is_err()
                 {
                     return;
                 }
@@ -218,7 +159,7 @@ pub async fn run(
         }
     }
     if let Some(s) = batcher.flush() {
-        close(s, &mut current, &output).await;
+        let _ = output.send(Batched::Closed(s)).await;
     }
 }
 
@@ -308,20 +249,20 @@ mod tests {
         in_tx.send(file("a")).await.unwrap();
         // Passed on before the batch closes (the window is a minute long).
         match out_rx.recv().await.unwrap() {
-            Batched::File(info, f) => assert_eq!((info.id, f.rel.to_str()), (1, Some("a"))),
+            Batched::File(id, f) => assert_eq!((id, f.rel.to_str()), (1, Some("a"))),
             other => panic!("{other:?}"),
         }
         in_tx.send(file("b")).await.unwrap();
         assert!(matches!(out_rx.recv().await.unwrap(), Batched::File(..)));
         match out_rx.recv().await.unwrap() {
-            Batched::Closed(info) => assert_eq!((info.id, info.files(), info.bytes()), (1, 2, 10)),
+            Batched::Closed(s) => assert_eq!((s.id, s.files, s.bytes), (1, 2, 10)),
             other => panic!("{other:?}"),
         }
         in_tx.send(file("c")).await.unwrap();
         assert!(matches!(out_rx.recv().await.unwrap(), Batched::File(..)));
         drop(in_tx);
         match out_rx.recv().await.unwrap() {
-            Batched::Closed(info) => assert_eq!((info.id, info.files()), (2, 1)),
+            Batched::Closed(s) => assert_eq!((s.id, s.files), (2, 1)),
             other => panic!("{other:?}"),
         }
         assert!(out_rx.recv().await.is_none());

@@ -4,9 +4,7 @@
 //! Outcomes are handled in groups (whatever has arrived): record all, flush once, then move
 //! all. One fsync then covers many files, and no file ever moves before its record is on disk.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,7 +12,6 @@ use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::batch::BatchInfo;
 use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
@@ -24,6 +21,11 @@ use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome, Report};
 
 use crate::beneath;
+
+mod reason;
+mod report;
+use reason::Reason;
+use report::{BatchReport, Reports};
 
 /// How long a file waits that must stay in the inbox for a reason no retry soon will fix (a
 /// FIFO or socket that cannot be moved to failed/ on another file system; a file copied to
@@ -46,22 +48,11 @@ pub struct FinishStage {
     pub guards: Vec<FsGuard>,
 }
 
-#[derive(Default)]
-struct Tally {
-    closed: bool,
-    seen: usize,
-    uploaded: usize,
-    duplicates: usize,
-    failed: usize,
-    deferred: usize,
-    requeued: usize,
-}
-
 impl FinishStage {
     /// Runs until the upload stage is done. An error means the ledger cannot be written: no
     /// file may move any more, so the daemon must stop.
     pub async fn run(self, mut input: mpsc::Receiver<Report>) -> Result<(), LedgerError> {
-        let mut tallies: HashMap<u64, (Arc<BatchInfo>, Tally)> = HashMap::new();
+        let mut reports = Reports::default();
         while let Some(first) = input.recv().await {
             let mut group = vec![first];
             while group.len() < GROUP {
@@ -88,9 +79,9 @@ impl FinishStage {
                     Report::File(o) => {
                         self.complete(&o, rec).await;
                         self.stats.mark_finished();
-                        self.tally(&o.batch, Some(&o.result), &mut tallies);
+                        log_report(reports.outcome(o.batch, &o.result));
                     }
-                    Report::BatchClosed(info) => self.tally(&info, None, &mut tallies),
+                    Report::BatchClosed(summary) => log_report(reports.closed(summary)),
                 }
             }
         }
@@ -370,118 +361,21 @@ impl FinishStage {
             }
         }
     }
-
-    /// Counts one outcome (or the batch's closing) and writes the batch report once the
-    /// batch is closed and every file in it has an outcome.
-    fn tally(
-        &self,
-        info: &Arc<BatchInfo>,
-        result: Option<&FileResult>,
-        tallies: &mut HashMap<u64, (Arc<BatchInfo>, Tally)>,
-    ) {
-        let id = info.id;
-        let (info, t) = tallies
-            .entry(id)
-            .or_insert_with(|| (info.clone(), Tally::default()));
-        match result {
-            None => t.closed = true,
-            Some(r) => {
-                t.seen += 1;
-                match r {
-                    FileResult::Uploaded { .. } => t.uploaded += 1,
-                    FileResult::Duplicate { .. } => t.duplicates += 1,
-                    FileResult::Failed { .. } => t.failed += 1,
-                    FileResult::Deferred { .. } | FileResult::Paused { .. } => t.deferred += 1,
-                    FileResult::Changed | FileResult::Interrupted => t.requeued += 1,
-                }
-            }
-        }
-        if t.closed && t.seen >= info.files() {
-            tracing::info!(
-                batch = id,
-                files = info.files(),
-                uploaded = t.uploaded,
-                duplicates = t.duplicates,
-                failed = t.failed,
-                deferred = t.deferred,
-                requeued = t.requeued,
-                bytes = info.bytes(),
-                duration_ms = info.opened.elapsed().as_millis() as u64,
-                "batch finished"
-            );
-            tallies.remove(&id);
-        }
-    }
 }
 
-/// The content of a reason file, taken from the outcome so that it can be written on the
-/// blocking pool (under the inbox's time limit).
-struct Reason {
-    dest: PathBuf,
-    failed_dir: PathBuf,
-    reason: String,
-    attempts: u32,
-    inbox: String,
-    original: PathBuf,
-    size: u64,
-    sha256: Option<String>,
-}
-
-impl Reason {
-    fn of(dest: &Path, inbox: &InboxSettings, o: &Outcome, reason: &str) -> Reason {
-        Reason {
-            dest: dest.to_path_buf(),
-            failed_dir: inbox.failed_dir.clone(),
-            reason: reason.to_owned(),
-            attempts: o.attempts,
-            inbox: inbox.name.clone(),
-            original: o.file.path.clone(),
-            size: o.file.size,
-            sha256: o.sha256.clone(),
-        }
-    }
-
-    /// Writes `<file>.reason.txt` beside the file in failed/.
-    fn write(self) -> std::io::Result<()> {
-        let rel = self
-            .dest
-            .strip_prefix(&self.failed_dir)
-            .map_err(|_| std::io::Error::other("the file is not in failed/"))?;
-        // Created exclusively, never through a link: a file in failed/ that happens to carry
-        // such a name is never overwritten.
-        let mut f = None;
-        for n in 0..1000u32 {
-            let mut name = rel.as_os_str().to_owned();
-            name.push(if n == 0 {
-                ".reason.txt".to_owned()
-            } else {
-                format!(".reason ({n}).txt")
-            });
-            match beneath::create_new(&self.failed_dir, Path::new(&name)) {
-                Ok(file) => {
-                    f = Some(file);
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(mut f) = f else {
-            return Err(std::io::Error::other(
-                "too many reason files with this name",
-            ));
-        };
-        // Names are chosen by whoever writes into the inbox, and a reason may quote a link's
-        // target or an error naming a file: escaped, so that none can add a line of its own.
-        writeln!(f, "reason: {}", escape(&self.reason))?;
-        writeln!(f, "time: {}", crate::ledger::now_rfc3339())?;
-        writeln!(f, "attempts: {}", self.attempts)?;
-        writeln!(f, "inbox: {}", self.inbox)?;
-        writeln!(f, "original path: {}", escape(&self.original))?;
-        writeln!(f, "size: {}", self.size)?;
-        if let Some(sha) = &self.sha256 {
-            writeln!(f, "sha256: {sha}")?;
-        }
-        f.sync_all()
-    }
+/// The one summary line per batch, once every file of it has an outcome.
+fn log_report(report: Option<BatchReport>) {
+    let Some(r) = report else { return };
+    tracing::info!(
+        batch = r.summary.id,
+        files = r.summary.files,
+        uploaded = r.uploaded,
+        duplicates = r.duplicates,
+        failed = r.failed,
+        deferred = r.deferred,
+        requeued = r.requeued,
+        bytes = r.summary.bytes,
+        duration_ms = r.summary.opened.elapsed().as_millis() as u64,
+        "batch finished"
+    );
 }

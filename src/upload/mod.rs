@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batch::{BatchInfo, Batched};
+use crate::batch::{Batched, Summary};
 use crate::config::{InboxSettings, UploadSettings};
 use crate::ledger::{Ledger, Record, State};
 use crate::run::Mode;
@@ -39,7 +39,8 @@ use reading::{UnreadableSince, changed_since};
 /// What became of one file; sent to finish.
 #[derive(Debug)]
 pub struct Outcome {
-    pub batch: Arc<BatchInfo>,
+    /// The id of the batch the file was placed in.
+    pub batch: u64,
     pub file: ReadyFile,
     /// Hex SHA-256, when the file could be read.
     pub sha256: Option<String>,
@@ -53,7 +54,7 @@ pub struct Outcome {
 pub enum Report {
     File(Box<Outcome>),
     /// Forwarded from batch: the batch has all its files (their outcomes may still come).
-    BatchClosed(Arc<BatchInfo>),
+    BatchClosed(Summary),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +162,10 @@ impl UploadStage {
         });
         let tracker = TaskTracker::new();
         while let Some(item) = input.recv().await {
-            let (info, file) = match item {
-                Batched::File(info, file) => (info, file),
-                Batched::Closed(info) => {
-                    if output.send(Report::BatchClosed(info)).await.is_err() {
+            let (batch, file) = match item {
+                Batched::File(batch, file) => (batch, file),
+                Batched::Closed(summary) => {
+                    if output.send(Report::BatchClosed(summary)).await.is_err() {
                         break; // finish is gone: the daemon is going down
                     }
                     continue;
@@ -177,7 +178,7 @@ impl UploadStage {
             let shared = shared.clone();
             let output = output.clone();
             tracker.spawn(async move {
-                let outcome = process(&shared, file, info).await;
+                let outcome = process(&shared, file, batch).await;
                 // If finish is gone the daemon is going down; the ledger still knows.
                 let _ = output.send(Report::File(Box::new(outcome))).await;
                 drop(permit);
@@ -188,13 +189,11 @@ impl UploadStage {
     }
 }
 
-fn outcome(
-    batch: Arc<BatchInfo>,
-    file: ReadyFile,
-    sha256: Option<String>,
-    attempts: u32,
-    result: FileResult,
-) -> Outcome {
+/// The life of one file in this stage.
+async fn process(sh: &Shared, file: ReadyFile, batch: u64) -> Outcome {
+    let inbox = &sh.inboxes[file.inbox];
+    let span = tracing::info_span!("file", inbox = %inbox.name, path = %crate::telemetry::escape(&file.rel));
+    let (sha256, attempts, result) = process_inner(sh, &file, inbox).instrument(span).await;
     Outcome {
         batch,
         file,
@@ -202,14 +201,6 @@ fn outcome(
         attempts,
         result,
     }
-}
-
-/// The life of one file in this stage.
-async fn process(sh: &Shared, file: ReadyFile, batch: Arc<BatchInfo>) -> Outcome {
-    let inbox = &sh.inboxes[file.inbox];
-    let span = tracing::info_span!("file", inbox = %inbox.name, path = %crate::telemetry::escape(&file.rel));
-    let (sha, attempts, result) = process_inner(sh, &file, inbox).instrument(span).await;
-    outcome(batch, file, sha, attempts, result)
 }
 
 async fn process_inner(
