@@ -155,17 +155,7 @@ impl FinishStage {
             }
             FileResult::Failed { reason } => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                let (root, rel, failed) = (
-                    inbox.path.clone(),
-                    o.file.rel.clone(),
-                    inbox.failed_dir.clone(),
-                );
-                let moved = self
-                    .fs(o.file.inbox, move || {
-                        beneath::move_no_clobber(&root, &rel, &failed, &rel)
-                    })
-                    .await;
-                match moved {
+                match self.move_out(o, &inbox.failed_dir).await {
                     Ok(moved) => {
                         let note = Reason::of(&moved.dest, inbox, o, reason);
                         if let Err(e) = self.fs(o.file.inbox, move || note.write()).await {
@@ -236,17 +226,7 @@ impl FinishStage {
     ) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        let (root, rel, done) = (
-            inbox.path.clone(),
-            o.file.rel.clone(),
-            inbox.done_dir.clone(),
-        );
-        let moved = self
-            .fs(o.file.inbox, move || {
-                beneath::move_no_clobber(&root, &rel, &done, &rel)
-            })
-            .await;
-        match moved {
+        match self.move_out(o, &inbox.done_dir).await {
             Ok(moved) => {
                 let dest = &moved.dest;
                 match existed {
@@ -332,6 +312,17 @@ impl FinishStage {
                 self.claims.defer(path, Instant::now() + STUCK_RETRY);
             }
         }
+    }
+
+    /// Moves the outcome's file from its inbox to the same relative path below `to` (done/ or
+    /// failed/), never replacing anything, under the inbox's time limit.
+    async fn move_out(&self, o: &Outcome, to: &std::path::Path) -> std::io::Result<beneath::Moved> {
+        let root = self.inboxes[o.file.inbox].path.clone();
+        let (rel, to) = (o.file.rel.clone(), to.to_path_buf());
+        self.fs(o.file.inbox, move || {
+            beneath::move_no_clobber(&root, &rel, &to, &rel)
+        })
+        .await
     }
 
     /// Runs a file-system call of inbox `inbox` under its time limit; a share that does not
