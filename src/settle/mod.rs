@@ -84,8 +84,12 @@ pub struct ReadyFile {
     pub ready_at: Instant,
 }
 
-/// Looks under way at most at once (each is one blocking call on some inbox's file system).
-const LOOKS: usize = 64;
+/// Files being looked at, at most, at once.
+const LOOKS: usize = 512;
+/// Files of one inbox looked at in one blocking call, at most.
+const GROUP: usize = 64;
+/// How long after a file's due time its look may wait for others due at about the same time.
+const COALESCE: Duration = Duration::from_millis(5);
 
 pub struct SettleStage {
     pub inboxes: Arc<Vec<InboxSettings>>,
@@ -105,33 +109,63 @@ impl SettleStage {
     ) {
         let mut settler = Settler::new(self.mode == Mode::Daemon);
         // Looks run concurrently and are handled as they come back, so a look that waits on
-        // a hung share holds up nothing but its own file.
-        let mut looks: FuturesUnordered<BoxFuture<'static, (PathBuf, Look)>> =
+        // a hung share holds up nothing but its own inbox's files. Files due together in one
+        // inbox are looked at in one blocking call: one thread hand-off per group, not per file.
+        let mut looks: FuturesUnordered<BoxFuture<'static, Vec<(PathBuf, Look)>>> =
             FuturesUnordered::new();
+        let mut in_flight = 0usize;
         let mut input_open = true;
         loop {
             if !input_open && settler.is_empty() {
                 return; // once mode: everything swept has been handed on or has vanished
             }
-            let next = settler.next_due();
+            // A little after the earliest due time, so that files due within a few
+            // milliseconds of each other share one look (never before: a window is a minimum).
+            let next = settler.next_due().map(|t| t + COALESCE);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 c = input.recv(), if input_open => match c {
-                    Some(c) => self.on_candidate(c, &mut settler),
+                    Some(c) => {
+                        self.on_candidate(c, &mut settler);
+                        // A burst (a sweep, many drops at once) is taken in as a whole.
+                        for _ in 0..GROUP {
+                            let Ok(c) = input.try_recv() else { break };
+                            self.on_candidate(c, &mut settler);
+                        }
+                    }
                     None => input_open = false,
                 },
-                Some((path, look)) = looks.next() => {
-                    if !self.on_look(&path, look, &mut settler, &output).await {
-                        return; // downstream is gone: shutting down
+                Some(group) = looks.next() => {
+                    in_flight -= group.len();
+                    for (path, look) in group {
+                        if !self.on_look(&path, look, &mut settler, &output).await {
+                            return; // downstream is gone: shutting down
+                        }
                     }
                 }
-                _ = crate::run::sleep_until(next), if next.is_some() && looks.len() < LOOKS => {}
+                _ = crate::run::sleep_until(next), if next.is_some() && in_flight < LOOKS => {}
             }
-            let room = LOOKS.saturating_sub(looks.len());
-            for due in settler.take_due(Instant::now(), room) {
-                looks.push(Box::pin(self.look(due)));
+            let due = settler.take_due(Instant::now(), LOOKS.saturating_sub(in_flight));
+            for group in self.groups(due) {
+                in_flight += group.len();
+                looks.push(Box::pin(self.look(group)));
             }
         }
+    }
+
+    /// Due looks by inbox, at most [`GROUP`] to a group.
+    fn groups(&self, due: Vec<Due>) -> Vec<Vec<Due>> {
+        let mut by_inbox: Vec<Vec<Due>> = Vec::new();
+        for d in due {
+            match by_inbox
+                .iter_mut()
+                .find(|g| g[0].inbox == d.inbox && g.len() < GROUP)
+            {
+                Some(g) => g.push(d),
+                None => by_inbox.push(vec![d]),
+            }
+        }
+        by_inbox
     }
 
     fn on_candidate(&self, c: Candidate, settler: &mut Settler) {
@@ -145,22 +179,39 @@ impl SettleStage {
         settler.candidate(c.path, c.inbox, rel, inbox.settle, Instant::now());
     }
 
-    /// One look at a file, on the blocking pool under its inbox's time limit.
-    fn look(&self, due: Due) -> impl Future<Output = (PathBuf, Look)> + Send + use<> {
-        let guard = self.guards[due.inbox].clone();
-        let root = self.inboxes[due.inbox].path.clone();
-        // Ask whether a writer still holds the file only when it looked quiet and is free to
+    /// Looks at a group of files of one inbox, in one call on the blocking pool under the
+    /// inbox's time limit (each look counts as progress).
+    fn look(&self, group: Vec<Due>) -> impl Future<Output = Vec<(PathBuf, Look)>> + Send + use<> {
+        let inbox = group.first().map_or(0, |d| d.inbox);
+        let guard = self.guards[inbox].clone();
+        let root = self.inboxes[inbox].path.clone();
+        let now = Instant::now();
+        // Ask whether a writer still holds a file only when it looked quiet and is free to
         // go: a lease probe opens the file.
-        let probe = due
-            .unchanged_from
-            .filter(|_| self.claims.busy(&due.path, Instant::now()).is_none());
-        let rel = due.rel;
+        let jobs: Vec<(PathBuf, PathBuf, Option<Signature>)> = group
+            .into_iter()
+            .map(|d| {
+                let probe = d
+                    .unchanged_from
+                    .filter(|_| self.claims.busy(&d.path, now).is_none());
+                (d.path, d.rel, probe)
+            })
+            .collect();
+        let paths: Vec<PathBuf> = jobs.iter().map(|(p, _, _)| p.clone()).collect();
         async move {
-            let look = guard
-                .run(move || look_at(&root, &rel, probe))
-                .await
-                .unwrap_or(Look::Stalled);
-            (due.path, look)
+            let looked = guard
+                .run_with_progress(move |progress| {
+                    jobs.into_iter()
+                        .map(|(path, rel, probe)| {
+                            let look = look_at(&root, &rel, probe);
+                            progress.tick();
+                            (path, look)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            // Not answering: nothing is known about any of them.
+            looked.unwrap_or_else(|_| paths.into_iter().map(|p| (p, Look::Stalled)).collect())
         }
     }
 
