@@ -74,10 +74,11 @@ impl FinishStage {
             if group.iter().any(uploaded) {
                 crate::failpoint("after-ledger-flush");
             }
-            for (r, rec) in group.into_iter().zip(records) {
+            let moved = self.move_group(&group, &records).await;
+            for ((r, rec), moved) in group.into_iter().zip(records).zip(moved) {
                 match r {
                     Report::File(o) => {
-                        self.complete(&o, rec).await;
+                        self.complete(&o, rec, moved).await;
                         self.stats.mark_finished();
                         log_report(reports.outcome(o.batch, &o.result));
                     }
@@ -128,8 +129,85 @@ impl FinishStage {
         Ok(Some(rec))
     }
 
-    /// Moves the file (its outcome is already durable) and releases or defers its claim.
-    async fn complete(&self, o: &Outcome, rec: Option<Record>) {
+    /// Where the outcome's file must move (done/ or failed/), if anywhere: not when it stays
+    /// in the inbox, nor when it is the original of a file already copied (only removed).
+    fn move_target(&self, o: &Outcome, rec: Option<&Record>) -> Option<PathBuf> {
+        let inbox = &self.inboxes[o.file.inbox];
+        let left_here =
+            rec.is_some_and(|r| r.source_left == Some([o.file.sig.dev, o.file.sig.ino]));
+        match &o.result {
+            FileResult::Uploaded { .. } => Some(inbox.done_dir.clone()),
+            FileResult::Duplicate { .. } if !left_here => Some(inbox.done_dir.clone()),
+            FileResult::Failed { .. } if !left_here => Some(inbox.failed_dir.clone()),
+            _ => None,
+        }
+    }
+
+    /// Makes the group's moves: those of one inbox in one call on the blocking pool, under the
+    /// inbox's time limit (one thread hand-off per inbox and group, not per file). The result
+    /// is in the group's order; `None` where a report needs no move.
+    async fn move_group(
+        &self,
+        group: &[Report],
+        records: &[Option<Record>],
+    ) -> Vec<Option<std::io::Result<beneath::Moved>>> {
+        let mut out: Vec<Option<std::io::Result<beneath::Moved>>> =
+            (0..group.len()).map(|_| None).collect();
+        // Per inbox: (index in the group, relative path, destination folder).
+        let mut jobs: Vec<(usize, Vec<MoveJob>)> = Vec::new();
+        for (i, (r, rec)) in group.iter().zip(records).enumerate() {
+            let Report::File(o) = r else { continue };
+            let Some(to) = self.move_target(o, rec.as_ref()) else {
+                continue;
+            };
+            let job = (i, o.file.rel.clone(), to);
+            match jobs.iter_mut().find(|(inbox, _)| *inbox == o.file.inbox) {
+                Some((_, list)) => list.push(job),
+                None => jobs.push((o.file.inbox, vec![job])),
+            }
+        }
+        for (inbox, list) in jobs {
+            let root = self.inboxes[inbox].path.clone();
+            let idx: Vec<usize> = list.iter().map(|(i, _, _)| *i).collect();
+            let done = self.guards[inbox]
+                .run_with_progress(move |progress| {
+                    list.into_iter()
+                        .map(|(i, rel, to)| {
+                            let moved = beneath::move_no_clobber(&root, &rel, &to, &rel);
+                            progress.tick();
+                            (i, moved)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            match done {
+                Ok(done) => {
+                    for (i, moved) in done {
+                        out[i] = Some(moved);
+                    }
+                }
+                // Not answering: none of them moved now; each is an error like a failed move.
+                Err(stalled) => {
+                    for i in idx {
+                        out[i] = Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            stalled.to_string(),
+                        )));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Completes the file's move (its outcome is already durable; `moved` is the move already
+    /// made for it, if any) and releases or defers its claim.
+    async fn complete(
+        &self,
+        o: &Outcome,
+        rec: Option<Record>,
+        moved: Option<std::io::Result<beneath::Moved>>,
+    ) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
         let stats = &self.stats;
@@ -147,15 +225,16 @@ impl FinishStage {
         }
         match &o.result {
             FileResult::Uploaded { key, existed, .. } => {
-                self.move_to_done(o, rec, key, Some(*existed)).await;
+                let moved = self.moved_or_move(o, moved, &inbox.done_dir).await;
+                self.after_done(o, rec, key, Some(*existed), moved);
             }
             FileResult::Duplicate { key } => {
-                self.move_to_done(o, rec, key.as_deref().unwrap_or(""), None)
-                    .await;
+                let moved = self.moved_or_move(o, moved, &inbox.done_dir).await;
+                self.after_done(o, rec, key.as_deref().unwrap_or(""), None, moved);
             }
             FileResult::Failed { reason } => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                match self.move_out(o, &inbox.failed_dir).await {
+                match self.moved_or_move(o, moved, &inbox.failed_dir).await {
                     Ok(moved) => {
                         let note = Reason::of(&moved.dest, inbox, o, reason);
                         if let Err(e) = self.fs(o.file.inbox, move || note.write()).await {
@@ -217,16 +296,17 @@ impl FinishStage {
 
     /// `existed`: None for a duplicate of a finished file, else whether the object was
     /// already in the bucket before this attempt.
-    async fn move_to_done(
+    fn after_done(
         &self,
         o: &Outcome,
         rec: Option<Record>,
         key: &str,
         existed: Option<bool>,
+        moved: std::io::Result<beneath::Moved>,
     ) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        match self.move_out(o, &inbox.done_dir).await {
+        match moved {
             Ok(moved) => {
                 let dest = &moved.dest;
                 match existed {
@@ -314,6 +394,19 @@ impl FinishStage {
         }
     }
 
+    /// The move made for the file in its group, or (should there be none) made now.
+    async fn moved_or_move(
+        &self,
+        o: &Outcome,
+        moved: Option<std::io::Result<beneath::Moved>>,
+        to: &std::path::Path,
+    ) -> std::io::Result<beneath::Moved> {
+        match moved {
+            Some(m) => m,
+            None => self.move_out(o, to).await,
+        }
+    }
+
     /// Moves the outcome's file from its inbox to the same relative path below `to` (done/ or
     /// failed/), never replacing anything, under the inbox's time limit.
     async fn move_out(&self, o: &Outcome, to: &std::path::Path) -> std::io::Result<beneath::Moved> {
@@ -353,6 +446,9 @@ impl FinishStage {
         }
     }
 }
+
+/// One move of a group: the report's index, the file's relative path, done/ or failed/.
+type MoveJob = (usize, PathBuf, PathBuf);
 
 /// The one summary line per batch, once every file of it has an outcome.
 fn log_report(report: Option<BatchReport>) {
