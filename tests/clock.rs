@@ -110,6 +110,8 @@ async fn a_file_is_taken_only_after_a_quiet_settle_window_and_right_after_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
+    // Transient errors beyond max_attempts defer the file (it stays in the inbox) while the
+    // other files go on; it comes back by itself after retry_later (no rescan within 10 min).
     let s3 = TestS3::start().await;
     let retry_later = Duration::from_secs(30);
     let layout = Setup::new().set("upload", "max_attempts", "2").set(
@@ -118,7 +120,11 @@ async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
         &toml_str("30s"),
     );
     let flaky = content(111, 40_000);
-    let mut p = InProc::start_with(&s3, layout, |inbox| inbox.drop("flaky.pdf", &flaky));
+    let fine = content(112, 41_000);
+    let mut p = InProc::start_with(&s3, layout, |inbox| {
+        inbox.drop("flaky.pdf", &flaky);
+        inbox.drop("fine.pdf", &fine);
+    });
     let inbox = p.inbox().clone();
     let key = inbox.key("flaky.pdf");
     s3.push(
@@ -129,6 +135,7 @@ async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
 
     wait_for("flaky.pdf is deferred", STEP, || deferrals(&p) == 1).await;
     let deferred = Instant::now();
+    assert!(inbox.is_done("fine.pdf"), "fine.pdf waited for flaky.pdf");
     let first_round = s3.requests_for(Op::PutObject, &key);
     assert!(first_round >= 2, "PUTs before the deferral: {first_round}");
     // Nothing touches it for the whole of retry_later.
@@ -154,8 +161,18 @@ async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
     );
     wait_for("flaky.pdf is deferred again", STEP, || deferrals(&p) == 2).await;
     inbox.assert_holds(&["flaky.pdf"]);
+    assert_bytes_eq(
+        "flaky.pdf in the inbox",
+        &fs::read(inbox.file("flaky.pdf")).expect("read flaky.pdf"),
+        &flaky,
+    );
     inbox.assert_no_failures();
     assert!(!s3.exists(BUCKET, &key));
+    assert_eq!(
+        p.logs.lines_with(&["batch finished", "deferred=1"]).len(),
+        2,
+        "batch summaries with the deferral"
+    );
 
     // S3 recovers: the next round, retry_later on, uploads it once.
     s3.plan.clear();
@@ -168,11 +185,15 @@ async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
         ms(600),
     );
     let stats = p.stop().await;
-    assert_eq!(Stats::get(&stats.uploaded), 1);
+    assert_eq!(Stats::get(&stats.uploaded), 2);
+    assert_eq!(Stats::get(&stats.left), 2, "deferrals counted");
     inbox.assert_done("flaky.pdf", &flaky);
+    inbox.assert_done("fine.pdf", &fine);
     assert_object(&s3, &key, &flaky).await;
+    assert_object(&s3, &inbox.key("fine.pdf"), &fine).await;
     assert_eq!(s3.puts(&key).await, 1);
     inbox.assert_empty();
+    inbox.assert_no_failures();
 }
 
 #[tokio::test(start_paused = true)]

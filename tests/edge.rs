@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use support::assert_object;
 use support::s3::TestS3;
 use support::{
-    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, fingerprint,
-    sha256_hex, strip_ansi, toml_str, wait_until,
+    BUCKET, Daemon, Op, Setup, TIMEOUT, assert_bytes_eq, content, fingerprint, sha256_hex,
+    strip_ansi, toml_str, wait_until,
 };
 
 /// `<path>.reason.txt`, beside a file in failed/.
@@ -235,78 +235,7 @@ async fn on_conflict_overwrite_replaces_the_object() {
     inbox.assert_no_failures();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Deferred files
-// ---------------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_errors_beyond_max_attempts_defer_the_file_until_they_pass() {
-    let s3 = TestS3::start().await;
-    let mut daemon = Daemon::new(
-        &s3,
-        Setup::new()
-            .set("upload", "max_attempts", "2")
-            .set("upload", "retry_later", "\"1s\"")
-            .set("watch", "rescan", "\"500ms\""),
-    );
-    let inbox = daemon.inbox().clone();
-    let key = inbox.key("flaky.pdf");
-    s3.push(
-        Op::PutObject,
-        Fault::reject(S3ErrorCode::SlowDown).for_key(&key).always(),
-    );
-    let flaky = content(20, 40_000);
-    let fine = content(21, 41_000);
-    daemon.start();
-    inbox.drop("flaky.pdf", &flaky);
-    inbox.drop("fine.pdf", &fine);
-
-    let deferred_lines = |daemon: &Daemon| {
-        strip_ansi(&daemon.stdout())
-            .lines()
-            .filter(|l| l.contains("tried again later") && l.contains("flaky.pdf"))
-            .count()
-    };
-    wait_until(TIMEOUT, "flaky.pdf is deferred and fine.pdf done", || {
-        deferred_lines(&daemon) >= 1 && inbox.is_done("fine.pdf")
-    })
-    .await;
-    let first_round = s3.requests_for(Op::PutObject, &key);
-    // After retry_later and a rescan it is tried again, and deferred again.
-    wait_until(
-        TIMEOUT,
-        "flaky.pdf is tried again and deferred again",
-        || s3.requests_for(Op::PutObject, &key) > first_round && deferred_lines(&daemon) >= 2,
-    )
-    .await;
-    inbox.assert_holds(&["flaky.pdf"]);
-    assert_eq!(
-        fs::read(inbox.file("flaky.pdf")).expect("read flaky.pdf"),
-        flaky,
-        "flaky.pdf in the inbox was changed"
-    );
-    assert!(
-        inbox.failed_files().is_empty(),
-        "a transient error sent a file to failed/: {:?}",
-        inbox.failed_files()
-    );
-    assert!(!s3.exists(BUCKET, &key));
-    assert!(daemon.batch_total("deferred") >= 2, "batch summaries");
-
-    s3.plan.clear();
-    wait_until(TIMEOUT, "flaky.pdf is in done/ once S3 recovers", || {
-        inbox.is_done("flaky.pdf")
-    })
-    .await;
-    daemon.stop().await;
-
-    assert_object(&s3, &key, &flaky).await;
-    inbox.assert_done("flaky.pdf", &flaky);
-    inbox.assert_done("fine.pdf", &fine);
-    assert_eq!(s3.puts(&key).await, 1);
-    inbox.assert_empty();
-    inbox.assert_no_failures();
-}
+// Deferred files (they come back after retry_later) are tested on the paused clock, clock.rs.
 
 // ---------------------------------------------------------------------------------------------
 // Watching
