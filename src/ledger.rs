@@ -248,9 +248,19 @@ impl Ledger {
     }
 
     /// Makes every write so far durable (fsync). Required before any file is moved.
+    ///
+    /// On tokio's blocking pool rather than sled's `flush_async` (its own thread): the runtime
+    /// then knows work is under way, so a paused test clock does not jump ahead while the
+    /// fsync runs (tokio does not auto-advance during a `spawn_blocking` call).
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => flushed.map(|_| ()).map_err(LedgerError::Io),
+            // Only a panic inside sled: report it as the I/O error it stands for.
+            Err(e) => Err(LedgerError::Io(sled::Error::Io(std::io::Error::other(
+                format!("ledger flush did not finish: {e}"),
+            )))),
+        }
     }
 
     /// Removes records last updated before `cutoff` that nothing depends on: finished,

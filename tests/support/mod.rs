@@ -2,6 +2,7 @@
 //! in-process S3 server of [`s3`], inboxes to drop files into, and outcome assertions.
 #![allow(dead_code, unused_imports)]
 
+pub mod inproc;
 pub mod s3;
 
 use std::fmt::{self, Display};
