@@ -128,6 +128,8 @@ pub struct Ledger {
     db: sled::Db,
     files: sled::Tree,
     abandoned: sled::Tree,
+    /// What each endpoint and bucket was found to support (see upload::capabilities).
+    capabilities: sled::Tree,
 }
 
 impl Ledger {
@@ -172,11 +174,13 @@ impl Ledger {
         }
         let files = db.open_tree("files")?;
         let abandoned = db.open_tree("abandoned")?;
+        let capabilities = db.open_tree("capabilities")?;
         db.insert("schema", &RECORD_VERSION.to_be_bytes())?;
         Ok(Ledger {
             db,
             files,
             abandoned,
+            capabilities,
         })
     }
 
@@ -244,6 +248,17 @@ impl Ledger {
 
     pub fn remove_abandoned(&self, bucket: &str, key: &str) -> Result<(), LedgerError> {
         self.abandoned.remove(Self::object_key(bucket, key))?;
+        Ok(())
+    }
+
+    /// A remembered capability probe (opaque bytes; the upload stage owns their meaning).
+    pub fn get_capabilities(&self, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.capabilities.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Remembers a capability probe; durable with the next flush (losing it costs a probe).
+    pub fn put_capabilities(&self, key: &str, value: &[u8]) -> Result<(), LedgerError> {
+        self.capabilities.insert(key, value)?;
         Ok(())
     }
 

@@ -221,8 +221,10 @@ async fn watch_for_reload(
 }
 
 async fn check(settings: Settings) -> ExitCode {
+    use inboxd::upload::capabilities;
     let client = inboxd::upload::s3::client(&settings.s3, &settings.upload).await;
     let mut all_ok = true;
+    let mut probed: Vec<String> = Vec::new();
     for inbox in &settings.inboxes {
         let target = format!("s3://{}/{}", inbox.bucket, inbox.prefix);
         let mut problems = Vec::new();
@@ -239,9 +241,25 @@ async fn check(settings: Settings) -> ExitCode {
                 problems.push(problem);
             }
         }
-        if let Err(e) = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await {
-            problems.push(e);
-        }
+        let reachable = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await;
+        let server = match reachable {
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+            // Once per bucket: what the server enforces itself (see upload::capabilities).
+            Ok(()) if probed.contains(&inbox.bucket) => None,
+            Ok(()) => {
+                probed.push(inbox.bucket.clone());
+                let caps = capabilities::probe(&client, &inbox.bucket, &inbox.prefix).await;
+                Some(match caps {
+                    Ok(caps) => caps.describe(),
+                    Err(e) => format!(
+                        "could not be probed ({e}); inboxd will look at each key before writing it"
+                    ),
+                })
+            }
+        };
         if problems.is_empty() {
             let notes: String = [
                 ("done_dir", &inbox.done_dir),
@@ -258,6 +276,9 @@ async fn check(settings: Settings) -> ExitCode {
                 inbox.name,
                 inbox.path.display()
             );
+            if let Some(server) = server {
+                println!("      server of bucket {}: {server}", inbox.bucket);
+            }
         } else {
             all_ok = false;
             println!(

@@ -82,6 +82,12 @@ pub async fn run(
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
     crate::upkeep::recover(&client, &ledger, &inboxes).await?;
+    // What the server enforces itself (conditional writes, checksums), remembered or probed;
+    // buckets that cannot be probed now are probed again in the background.
+    let known = crate::upload::capabilities::Known::default();
+    let endpoint = settings.s3.endpoint.clone().unwrap_or_default();
+    let unprobed =
+        crate::upload::capabilities::establish(&client, &ledger, &endpoint, &inboxes, &known).await;
     let ignores = inboxes
         .iter()
         .map(|i| {
@@ -133,6 +139,7 @@ pub async fn run(
         abort: abort.clone(),
         stats: stats.clone(),
         guards: guards.clone(),
+        known: known.clone(),
     };
     let finish = FinishStage {
         inboxes: inboxes.clone(),
@@ -168,6 +175,14 @@ pub async fn run(
         settings.ledger_keep,
         intake.clone(),
     ));
+    let reprobe = tokio::spawn(crate::upload::capabilities::keep_probing(
+        client.clone(),
+        ledger.clone(),
+        endpoint,
+        unprobed,
+        known,
+        intake.clone(),
+    ));
     let grace = settings.shutdown_grace;
     let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
 
@@ -196,6 +211,7 @@ pub async fn run(
     // Awaited, not aborted: a prune in progress runs on a blocking thread that holds the
     // ledger, and a reload must be able to open it again right after.
     let _ = maintenance.await;
+    let _ = reprobe.await;
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),

@@ -283,8 +283,15 @@ async fn check_passes_against_a_healthy_server_without_side_effects() {
     assert!(ok.iter().any(|l| l.contains("in0")), "{out}");
     assert!(ok.iter().any(|l| l.contains("in1")), "{out}");
     assert!(lines_starting(&out, "FAIL").is_empty(), "{out}");
+    let server = lines_starting(&out, "server of bucket");
+    assert_eq!(server.len(), 1, "one capability line per bucket\n{out}");
+    assert!(
+        server[0].contains("If-None-Match on PUT honoured")
+            && server[0].contains("SHA-256 checksum honoured"),
+        "{out}"
+    );
 
-    // The write probe leaves nothing behind.
+    // The write probe and the capability probe leave nothing behind.
     assert!(
         s3.list(BUCKET).await.is_empty(),
         "check left objects behind"

@@ -3,6 +3,7 @@
 //! defer, fail — including the "key already taken" decision (our own object, our own
 //! abandoned earlier version, or a conflict under `on_conflict`).
 
+use super::capabilities::{self, Cond};
 use super::pause::Admit;
 use super::s3::{self, Disposition, Put, PutError};
 use super::{FileResult, Job, Shared, backoff, changed_since, keys, multipart};
@@ -283,7 +284,12 @@ async fn on_existing_object(
     let key = target.key.clone();
     let h = match s3::head(&sh.client, &inbox.bucket, &key).await {
         Ok(Some(h)) => h,
-        Ok(None) => return Existing::TryAgain, // it went away meanwhile: just try again
+        Ok(None) => {
+            // It went away meanwhile: just try again, create-only (an object we meant to
+            // replace is gone too).
+            *target.replace_etag = None;
+            return Existing::TryAgain;
+        }
         Err(hf) => return Existing::HeadFailed(hf.disposition),
     };
     if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
@@ -332,7 +338,25 @@ async fn on_existing_object(
 }
 
 /// One PUT under the global limit; abandoned when the grace period ends.
-async fn single_put(sh: &Shared, put: Put<'_>) -> Result<Option<String>, PutError> {
+async fn single_put(sh: &Shared, mut put: Put<'_>) -> Result<Option<String>, PutError> {
+    let cond = match (put.replace_etag, put.unconditional) {
+        (Some(_), _) => Cond::Replace,
+        (None, true) => Cond::Unconditional,
+        (None, false) => Cond::CreateOnly,
+    };
+    // Where the server would not enforce the condition, look at the key first: what is there
+    // is then judged by the caller exactly as a 412 would be.
+    let plan = sh.known.get(put.bucket).put(cond);
+    if plan.look_first {
+        capabilities::look(&sh.client, put.bucket, put.key, put.replace_etag)
+            .await
+            .map_err(PutError::S3)?;
+    }
+    if !plan.send_header {
+        // The server refuses requests carrying it; the look above stands in for it.
+        put.replace_etag = None;
+        put.unconditional = true;
+    }
     let _permit = tokio::select! {
         p = sh.uploads.acquire() => p.map_err(|_| PutError::Interrupted)?,
         _ = sh.intake.cancelled() => return Err(PutError::Interrupted),

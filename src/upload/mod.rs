@@ -9,6 +9,7 @@
 //! result is an [`Outcome`], passed to finish in a [`Report`].
 
 mod attempts;
+pub mod capabilities;
 pub mod hash;
 pub mod keys;
 pub mod multipart;
@@ -105,6 +106,8 @@ struct Shared {
     unreadable: UnreadableSince,
     /// One per inbox: its file-system calls run under its time limit (see [`crate::stall`]).
     guards: Vec<FsGuard>,
+    /// What each bucket's server enforces itself; where it does not, uploads look first.
+    known: capabilities::Known,
     /// Cancelled at shutdown: no new upload starts.
     intake: CancellationToken,
     /// Cancelled when the grace period is over: uploads still running are abandoned.
@@ -122,6 +125,7 @@ pub struct UploadStage {
     pub abort: CancellationToken,
     pub stats: Arc<crate::run::Stats>,
     pub guards: Vec<FsGuard>,
+    pub known: capabilities::Known,
 }
 
 impl UploadStage {
@@ -157,6 +161,7 @@ impl UploadStage {
             pauses,
             unreadable: UnreadableSince::default(),
             guards: self.guards,
+            known: self.known,
             intake: self.intake,
             abort: self.abort,
         });

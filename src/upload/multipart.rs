@@ -15,6 +15,7 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use base64::Engine as _;
 use futures::StreamExt;
 
+use super::capabilities::{self, Cond};
 use super::s3::{Disposition, PutError, S3Failure};
 use super::{Job, Shared, backoff, changed_since};
 use crate::config::MIB;
@@ -49,6 +50,23 @@ pub enum Condition<'a> {
     Unconditional,
 }
 
+impl Condition<'_> {
+    fn kind(&self) -> Cond {
+        match self {
+            Condition::CreateOnly => Cond::CreateOnly,
+            Condition::Replace(_) => Cond::Replace,
+            Condition::Unconditional => Cond::Unconditional,
+        }
+    }
+
+    fn etag(&self) -> Option<&str> {
+        match self {
+            Condition::Replace(etag) => Some(etag),
+            _ => None,
+        }
+    }
+}
+
 fn b64(d: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(d)
 }
@@ -81,6 +99,19 @@ pub(super) async fn send(
     } = *job;
     let client = &sh.client;
     let bucket = inbox.bucket.as_str();
+    // Where the server would not enforce the condition at completion, look at the key
+    // before sending any part (a taken key is found before gigabytes go up for nothing) and
+    // again right before completing.
+    let plan = sh.known.get(bucket).complete(cond.kind());
+    if plan.look_first
+        && let Err(f) = capabilities::look(client, bucket, key, cond.etag()).await
+    {
+        if f.disposition == Disposition::AlreadyExists {
+            // A recorded upload for this key can never complete there either.
+            abort_recorded(client, &sh.ledger, bucket, rec).await;
+        }
+        return Err(PutError::S3(f));
+    }
 
     // Reuse the recorded upload only if it is for this very key and part size.
     let reusable = rec.upload_id.is_some()
@@ -229,7 +260,18 @@ pub(super) async fn send(
                 .set_parts(Some(completed))
                 .build(),
         );
+    if plan.look_first
+        && let Err(f) = capabilities::look(client, bucket, key, cond.etag()).await
+    {
+        if f.disposition == Disposition::AlreadyExists {
+            // The key was taken while the parts went up: this upload can never complete
+            // there (the caller decides where the file goes instead).
+            abort_recorded(client, &sh.ledger, bucket, rec).await;
+        }
+        return Err(PutError::S3(f));
+    }
     req = match cond {
+        _ if !plan.send_header => req,
         Condition::CreateOnly => req.if_none_match("*"),
         Condition::Replace(etag) => req.if_match(etag),
         Condition::Unconditional => req,
