@@ -384,3 +384,52 @@ async fn run_with_an_inbox_path_that_is_a_file_exits_2() {
         daemon.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_comes_from_the_config_else_the_aws_chain_else_us_east_1() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let configured = daemon.config_text();
+    let config = daemon.config.to_string_lossy().into_owned();
+    let check = ["check", "--config", config.as_str()];
+    let env = [("AWS_REGION", "eu-west-3")];
+    assert!(
+        configured.contains("region = \"us-east-1\"\n"),
+        "{configured}"
+    );
+
+    // Configured: the configuration wins over the environment.
+    daemon.write_config(&configured.replace("\"us-east-1\"", "\"ap-south-1\""));
+    let out = daemon.cli(&check, &env).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(s3.signing_regions(), vec!["ap-south-1".to_owned()]);
+
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let text = daemon.config_text().replace("region = \"us-east-1\"\n", "");
+    daemon.write_config(&text);
+    let config = daemon.config.to_string_lossy().into_owned();
+    let check = ["check", "--config", config.as_str()];
+    let out = daemon.cli(&check, &env).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        s3.signing_regions(),
+        vec!["eu-west-3".to_owned()],
+        "not set: AWS_REGION"
+    );
+
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let text = daemon.config_text().replace("region = \"us-east-1\"\n", "");
+    daemon.write_config(&text);
+    let config = daemon.config.to_string_lossy().into_owned();
+    let out = daemon
+        .cli(&["check", "--config", config.as_str()], &[])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        s3.signing_regions(),
+        vec!["us-east-1".to_owned()],
+        "neither set nor in the environment: us-east-1"
+    );
+}

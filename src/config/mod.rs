@@ -90,9 +90,13 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
     pub endpoint: Option<String>,
-    pub region: String,
+    /// `None`: the AWS chain (`AWS_REGION`, the profile), else `us-east-1`.
+    pub region: Option<String>,
     pub force_path_style: bool,
     pub connect_timeout: Duration,
+    /// Certificates (PEM) trusted for the endpoint besides the system's, from `ca_file`;
+    /// read and checked when the configuration is loaded.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

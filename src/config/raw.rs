@@ -39,6 +39,7 @@ pub(super) struct RawS3 {
     pub(super) force_path_style: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub(super) connect_timeout: Option<Duration>,
+    pub(super) ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

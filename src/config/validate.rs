@@ -58,11 +58,28 @@ impl<'a> Ctx<'a> {
         {
             return Err(self.err("s3.endpoint", "must start with http:// or https://"));
         }
+        if raw.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(self.err(
+                "s3.region",
+                "must not be empty (leave it out to take the region from AWS_REGION or the AWS profile)",
+            ));
+        }
+        let ca_pem = match &raw.ca_file {
+            None => None,
+            Some(f) => {
+                let path = self.resolve(f);
+                Some(
+                    read_ca_file(&path)
+                        .map_err(|m| self.err("s3.ca_file", &format!("{}: {m}", path.display())))?,
+                )
+            }
+        };
         Ok(S3Settings {
             endpoint: raw.endpoint,
-            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            region: raw.region,
             force_path_style,
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            ca_pem,
         })
     }
 
@@ -283,4 +300,27 @@ impl<'a> Ctx<'a> {
         }
         Ok(())
     }
+}
+
+/// Reads a PEM bundle of CA certificates and checks each one as the TLS client will load it
+/// (the client would panic on a bad one; here it is a configuration error instead).
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err(
+            "holds no certificate (expected one or more -----BEGIN CERTIFICATE----- blocks)".into(),
+        );
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.into_iter().enumerate() {
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate {} is not usable as a CA: {e}", i + 1))?;
+    }
+    Ok(pem)
 }

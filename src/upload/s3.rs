@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -173,18 +174,45 @@ pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(s3.connect_timeout)
         .build();
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(s3.region.clone()))
+    // Like every AWS tool: the configured region, else the AWS chain (AWS_REGION, the
+    // profile), else us-east-1 (which most S3-compatible servers accept).
+    let region = match &s3.region {
+        Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
+        None => RegionProviderChain::default_provider(),
+    }
+    .or_else(Region::from_static("us-east-1"));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
         .retry_config(retry)
-        .timeout_config(timeouts)
-        .load()
-        .await;
+        .timeout_config(timeouts);
+    if let Some(pem) = &s3.ca_pem {
+        loader = loader.http_client(https_trusting(pem));
+    }
+    let sdk = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&sdk);
     if let Some(ep) = &s3.endpoint {
         b = b.endpoint_url(ep);
     }
     b = b.force_path_style(s3.force_path_style);
     Client::from_conf(b.build())
+}
+
+/// The SDK's own HTTPS client (rustls with aws-lc, as by default), trusting `pem` (checked
+/// when the configuration was loaded) in addition to the system's certificates.
+fn https_trusting(pem: &[u8]) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    let trust = TrustStore::default().with_pem_certificate(pem.to_vec());
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::AwsLc,
+    ));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(ctx) => builder.tls_context(ctx).build_https(),
+        // Only fails for unusable extra server names, which are never set here.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use s3.ca_file; using the system's certificates only");
+            builder.build_https()
+        }
+    }
 }
 
 /// One PUT of a whole file.

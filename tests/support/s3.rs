@@ -275,6 +275,8 @@ struct Stats {
     /// Distinct `x-amz-security-token` values that came with requests (session credentials;
     /// SimpleAuth ignores them, but they are part of the signed headers).
     session_tokens: Mutex<Vec<String>>,
+    /// Distinct regions requests were signed for (the credential scope of SigV4).
+    regions: Mutex<Vec<String>>,
 }
 
 impl Stats {
@@ -284,6 +286,21 @@ impl Stats {
             *lock(&self.requests_by_key)
                 .entry((target.op, key.clone()))
                 .or_default() += 1;
+        }
+    }
+
+    fn signing_region(&self, headers: &http::HeaderMap) {
+        // Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261129/eu-west-3/s3/aws4_request, ...
+        let region = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(2));
+        if let Some(region) = region {
+            let mut seen = lock(&self.regions);
+            if !seen.iter().any(|r| r == region) {
+                seen.push(region.to_owned());
+            }
         }
     }
 
@@ -333,6 +350,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
             self.stats.request(&target);
         }
         self.stats.session_token(req.headers());
+        self.stats.signing_region(req.headers());
         let fault = if probe {
             None
         } else {
@@ -778,6 +796,11 @@ impl TestS3 {
     /// Distinct session tokens (`x-amz-security-token`) requests carried.
     pub fn session_tokens(&self) -> Vec<String> {
         lock(&self.stats.session_tokens).clone()
+    }
+
+    /// Distinct regions the requests so far were signed for.
+    pub fn signing_regions(&self) -> Vec<String> {
+        lock(&self.stats.regions).clone()
     }
 
     pub fn requests(&self, op: Op) -> usize {

@@ -213,14 +213,7 @@ fn b64(bytes: &[u8]) -> String {
 
 /// A key no file can have been given: random, below the reserved `.inboxd-probe/` folder.
 fn probe_key(prefix: &str, what: &str) -> String {
-    let seed = format!(
-        "{}-{}-{:?}",
-        std::process::id(),
-        crate::ledger::unix_ms(),
-        std::time::Instant::now()
-    );
-    let tag = hex::encode(&Sha256::digest(seed.as_bytes())[..12]);
-    format!("{prefix}.inboxd-probe/{tag}-{what}")
+    format!("{prefix}.inboxd-probe/{:032x}-{what}", fastrand::u128(..))
 }
 
 /// Tries each header once on tiny objects below `<prefix>.inboxd-probe/` and removes them.
