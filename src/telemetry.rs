@@ -14,9 +14,10 @@ use std::io::IsTerminal;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::{LogFormat, LogSettings};
@@ -38,18 +39,25 @@ pub enum TelemetryError {
 pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Under journald every line starts with its syslog priority (`<4>` for a warning), which
+    // the journal strips and stores as PRIORITY, so `journalctl -p warning` finds them.
     let stdout = match log.format {
+        LogFormat::Json if journald => fmt::layer()
+            .event_format(Priority(flat_json()))
+            .fmt_fields(fmt::format::JsonFields::new())
+            .boxed(),
         LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(flat_json())
+            .fmt_fields(fmt::format::JsonFields::new())
             .boxed(),
         LogFormat::Text if journald => fmt::layer()
+            .event_format(Priority(
+                fmt::format()
+                    .without_time()
+                    .with_target(false)
+                    .with_ansi(false),
+            ))
             .fmt_fields(OneLine::default())
-            .with_ansi(false)
-            .without_time()
-            .with_target(false)
             .boxed(),
         LogFormat::Text => fmt::layer()
             .fmt_fields(OneLine::default())
@@ -71,10 +79,13 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
                 })?;
             // lossy(false): a log line about a file's fate is never silently dropped.
             let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(appender);
-            (
-                Some(fmt::layer().json().with_writer(writer).with_ansi(false)),
-                Some(guard),
-            )
+            // The same flat JSON shape as on stdout, so one parser reads both.
+            let layer = fmt::layer()
+                .event_format(flat_json())
+                .fmt_fields(fmt::format::JsonFields::new())
+                .with_writer(writer)
+                .with_ansi(false);
+            (Some(layer), Some(guard))
         }
         None => (None, None),
     };
@@ -85,6 +96,46 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
     Ok(guard)
+}
+
+/// JSON lines with the event's fields at the top level and the current span's fields (inbox,
+/// path) beside them.
+fn flat_json() -> fmt::format::Format<fmt::format::Json> {
+    fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+}
+
+/// Prefixes each line with its sd-daemon priority (`<3>` error, `<4>` warning, `<6>` info,
+/// `<7>` debug and trace), as journald's stdout stream expects.
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+fn syslog_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
 }
 
 /// A file name or path (or any text that came from outside) made safe for one log field or

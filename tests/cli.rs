@@ -6,7 +6,7 @@ mod support;
 use support::s3::TestS3;
 use support::{
     BUCKET, CliOutput, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq,
-    assert_object, content, toml_str,
+    assert_object, content, toml_str, wait_until,
 };
 
 /// Runs `inboxd once` with this config (and env) and expects exit 2 with every `needles` in
@@ -432,4 +432,47 @@ async fn the_region_comes_from_the_config_else_the_aws_chain_else_us_east_1() {
         vec!["us-east-1".to_owned()],
         "neither set nor in the environment: us-east-1"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_every_line_carries_its_priority_in_text_and_json() {
+    for format in ["text", "json"] {
+        let s3 = TestS3::start().await;
+        let mut daemon = Daemon::new(&s3, Setup::new().set("log", "format", &toml_str(format)));
+        let inbox = daemon.inbox().clone();
+        // JOURNAL_STREAM is how systemd tells a service that stdout is the journal.
+        daemon.start_with_env(&[("JOURNAL_STREAM", "8:12345")]);
+        std::os::unix::fs::symlink("/etc/hostname", inbox.file("link.pdf")).expect("symlink");
+        inbox.drop("ok.pdf", b"fine");
+        wait_until(TIMEOUT, "both files are handled", || {
+            inbox.is_done("ok.pdf") && inbox.is_failed("link.pdf")
+        })
+        .await;
+        daemon.stop().await;
+        let out = daemon.stdout();
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        assert!(lines.len() >= 4, "{format}: {out}");
+        for line in &lines {
+            let prio = line.strip_prefix('<').and_then(|l| l.split_once('>'));
+            assert!(
+                prio.is_some_and(|(p, _)| ["3", "4", "6", "7"].contains(&p)),
+                "{format}: a line without a priority prefix: {line}"
+            );
+        }
+        let with = |prio: &str, text: &str| {
+            lines
+                .iter()
+                .any(|l| l.starts_with(prio) && l.contains(text))
+        };
+        assert!(with("<6>", "inboxd started"), "{format}: {out}");
+        assert!(with("<4>", "moved to failed/"), "{format}: {out}");
+        if format == "json" {
+            for line in &lines {
+                let json = line.split_once('>').map(|(_, j)| j).unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("not JSON after the prefix ({e}): {line}"));
+                assert!(v.get("message").is_some(), "flat event fields: {line}");
+            }
+        }
+    }
 }

@@ -596,11 +596,19 @@ async fn json_logs_on_stdout_and_rolling_files_in_log_dir() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    // The same flat shape as on stdout: one parser reads both.
     assert!(
         in_file
             .iter()
-            .any(|v| v["fields"]["message"] == "batch finished" && v["fields"]["uploaded"] == 1),
+            .any(|v| v["message"] == "batch finished" && v["uploaded"] == 1),
         "no batch summary in {}:\n{text}",
+        files[0].display()
+    );
+    assert!(
+        in_file.iter().any(|v| v["message"] == "uploaded"
+            && v["key"] == inbox.key("scan.pdf").as_str()
+            && v["path"] == "scan.pdf"),
+        "no per-file line in {}:\n{text}",
         files[0].display()
     );
 }
