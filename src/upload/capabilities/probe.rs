@@ -112,6 +112,12 @@ async fn probe_and_remember(
                     "this S3 server does not honour conditional writes; inboxd checks each key with HEAD before writing it"
                 );
             }
+            if caps.checks_sha256 != Support::Honoured {
+                tracing::warn!(
+                    bucket,
+                    "this S3 server does not verify the SHA-256 checksum of what it stores; a body damaged on the way would not be noticed"
+                );
+            }
             if let Ok(json) = serde_json::to_vec(&caps)
                 && let Err(e) = ledger.put_capabilities(&ledger_key(endpoint, bucket), &json)
             {
