@@ -16,10 +16,13 @@ use crate::settle::ReadyFile;
 #[derive(Clone)]
 pub(super) enum Body<'a> {
     /// One PUT; small files carry their bytes (read once, hashed and sent from memory).
-    Single(Option<bytes::Bytes>),
+    Single {
+        content: Option<bytes::Bytes>,
+        md5: Option<[u8; 16]>,
+    },
     Multipart {
         part_size: u64,
-        parts: &'a [[u8; 32]],
+        digests: &'a super::hash::Digests,
     },
 }
 
@@ -60,7 +63,7 @@ pub(super) async fn upload_loop(
         }
         attempts += 1;
         let res = match &body {
-            Body::Single(content) => {
+            Body::Single { content, md5 } => {
                 single_put(
                     sh,
                     Put {
@@ -70,6 +73,7 @@ pub(super) async fn upload_loop(
                         rel: &file.rel,
                         guard: &sh.guards[file.inbox],
                         content: content.clone(),
+                        content_md5: md5.as_ref(),
                         size: file.size,
                         sha256: sha,
                         replace_etag: replace_etag.as_deref(),
@@ -78,13 +82,13 @@ pub(super) async fn upload_loop(
                 )
                 .await
             }
-            &Body::Multipart { part_size, parts } => {
+            &Body::Multipart { part_size, digests } => {
                 let cond = match (&replace_etag, unconditional) {
                     (Some(etag), _) => multipart::Condition::Replace(etag),
                     (None, true) => multipart::Condition::Unconditional,
                     (None, false) => multipart::Condition::CreateOnly,
                 };
-                multipart::send(sh, job, &key, rec, part_size, parts, cond).await
+                multipart::send(sh, job, &key, rec, part_size, digests, cond).await
             }
         };
 

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::settle::Signature;
@@ -22,7 +23,7 @@ pub enum HashError {
     Changed,
 }
 
-/// SHA-256 of the whole file, and of every `part_size` slice of it when a part size is
+/// SHA-256 of a whole file, and of every `part_size` slice of it when a part size is
 /// given (multipart uploads send each part with its own checksum), in one read of the file.
 #[derive(Debug, Clone)]
 pub struct Digests {
@@ -30,27 +31,44 @@ pub struct Digests {
     pub parts: Vec<[u8; 32]>,
     /// The whole content, when asked for (small files only).
     pub content: Option<Vec<u8>>,
+    /// MD5 of the whole file and of each part, when asked for: sent as `Content-MD5` to a
+    /// server that verifies that but not SHA-256 (see upload::capabilities).
+    pub md5: Option<[u8; 16]>,
+    pub part_md5s: Vec<[u8; 16]>,
+}
+
+/// What to compute besides the file's SHA-256.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    /// Per-part digests for this part size (a multiple of the read buffer, as every valid
+    /// S3 part size is: whole MiB).
+    pub part_size: Option<u64>,
+    /// Keep the content (only for files of at most [`SMALL`] bytes without parts).
+    pub keep: bool,
+    /// MD5 digests too.
+    pub md5: bool,
 }
 
 /// SHA-256 of the file `root/rel` (never through a link, never anything but a regular file),
 /// provided it still matches `expected` before and after. Blocking: run it on a blocking
 /// thread.
 pub fn sha256_file(root: &Path, rel: &Path, expected: &Signature) -> Result<[u8; 32], HashError> {
-    Ok(digests(root, rel, expected, None, false, &|| {})?.whole)
+    Ok(digests(root, rel, expected, Want::default(), &|| {})?.whole)
 }
 
-/// Like [`sha256_file`], plus per-part digests for `part_size` (which must be a multiple of
-/// the read buffer, as every valid S3 part size is: whole MiB), and the content itself when
-/// `keep` is set (only for files of at most [`SMALL`] bytes).
+/// Like [`sha256_file`], plus what `want` asks for.
 pub fn digests(
     root: &Path,
     rel: &Path,
     expected: &Signature,
-    part_size: Option<u64>,
-    keep: bool,
+    want: Want,
     tick: &dyn Fn(),
 ) -> Result<Digests, HashError> {
-    let keep = keep && expected.size <= SMALL && part_size.is_none();
+    let part_size = want.part_size;
+    let keep = want.keep && expected.size <= SMALL && part_size.is_none();
+    let mut md5 = want.md5.then(Md5::new);
+    let mut part_md5 = (want.md5 && part_size.is_some()).then(Md5::new);
+    let mut part_md5s = Vec::new();
     let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
     let mut f = crate::beneath::open_file(root, rel)?;
     if Signature::of(&f.metadata()?) != *expected {
@@ -71,6 +89,8 @@ pub fn digests(
         return Ok(Digests {
             whole: Sha256::digest(c.as_slice()).into(),
             parts: Vec::new(),
+            md5: want.md5.then(|| Md5::digest(c.as_slice()).into()),
+            part_md5s: Vec::new(),
             content,
         });
     }
@@ -88,14 +108,23 @@ pub fn digests(
         total += n as u64;
         let mut chunk = &buf[..n];
         hasher.update(chunk);
+        if let Some(m) = md5.as_mut() {
+            m.update(chunk);
+        }
         if let Some(ps) = part_size {
             while !chunk.is_empty() {
                 let take = ((ps - in_part) as usize).min(chunk.len());
                 part.update(&chunk[..take]);
+                if let Some(m) = part_md5.as_mut() {
+                    m.update(&chunk[..take]);
+                }
                 in_part += take as u64;
                 chunk = &chunk[take..];
                 if in_part == ps {
                     parts.push(std::mem::take(&mut part).finalize().into());
+                    if let Some(m) = part_md5.as_mut() {
+                        part_md5s.push(std::mem::take(m).finalize().into());
+                    }
                     in_part = 0;
                 }
             }
@@ -103,6 +132,9 @@ pub fn digests(
     }
     if part_size.is_some() && in_part > 0 {
         parts.push(part.finalize().into());
+        if let Some(m) = part_md5 {
+            part_md5s.push(m.finalize().into());
+        }
     }
     if total != expected.size || Signature::of(&crate::beneath::metadata(root, rel)?) != *expected {
         return Err(HashError::Changed);
@@ -111,6 +143,8 @@ pub fn digests(
         whole: hasher.finalize().into(),
         parts,
         content,
+        md5: md5.map(|m| m.finalize().into()),
+        part_md5s,
     })
 }
 
@@ -126,7 +160,16 @@ mod tests {
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let (root, rel) = (p.parent().unwrap(), Path::new("f"));
         let h = sha256_file(root, rel, &sig).unwrap();
-        let d = digests(root, rel, &sig, None, true, &|| {}).unwrap();
+        let want = Want {
+            keep: true,
+            md5: true,
+            ..Want::default()
+        };
+        let d = digests(root, rel, &sig, want, &|| {}).unwrap();
+        assert_eq!(
+            hex::encode(d.md5.unwrap()),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         assert_eq!((d.whole, d.content.as_deref()), (h, Some(&b"abc"[..])));
         assert_eq!(
             hex::encode(h),
@@ -147,7 +190,18 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sig = Signature::of(&std::fs::metadata(&p).unwrap());
         let part = 2 * BUF as u64;
-        let got = digests(d.path(), Path::new("f"), &sig, Some(part), false, &|| {}).unwrap();
+        let want = Want {
+            part_size: Some(part),
+            md5: true,
+            ..Want::default()
+        };
+        let got = digests(d.path(), Path::new("f"), &sig, want, &|| {}).unwrap();
+        let want_md5s: Vec<[u8; 16]> = data
+            .chunks(part as usize)
+            .map(|c| Md5::digest(c).into())
+            .collect();
+        assert_eq!(got.part_md5s, want_md5s);
+        assert_eq!(got.md5, Some(Md5::digest(&data).into()));
         let want: Vec<[u8; 32]> = data
             .chunks(part as usize)
             .map(|c| Sha256::digest(c).into())

@@ -288,9 +288,12 @@ async fn process_inner(
     let body = match part_size {
         Some(ps) => Body::Multipart {
             part_size: ps,
-            parts: &digests.parts,
+            digests: &digests,
         },
-        None => Body::Single(digests.content.take().map(bytes::Bytes::from)),
+        None => Body::Single {
+            content: digests.content.take().map(bytes::Bytes::from),
+            md5: digests.md5,
+        },
     };
     let job = Job {
         file,

@@ -88,7 +88,7 @@ pub(super) async fn send(
     key: &str,
     rec: &mut Record,
     part_size: u64,
-    part_digests: &[[u8; 32]],
+    digests: &super::hash::Digests,
     cond: Condition<'_>,
 ) -> Result<Option<String>, PutError> {
     let Job {
@@ -172,6 +172,7 @@ pub(super) async fn send(
         }
     };
 
+    let part_digests = &digests.parts;
     let count = part_digests.len() as u32;
     let todo: Vec<u32> = (1..=count)
         .filter(|n| !rec.parts.iter().any(|(done, _)| done == n))
@@ -191,6 +192,7 @@ pub(super) async fn send(
                 offset,
                 len,
                 digest: &part_digests[n as usize - 1],
+                md5: digests.part_md5s.get(n as usize - 1),
             };
             upload_part(sh, &stop, file, (bucket, key, upload_id.as_str()), part)
         })
@@ -347,6 +349,8 @@ struct Part<'a> {
     offset: u64,
     len: u64,
     digest: &'a [u8; 32],
+    /// Sent as `Content-MD5` when set (see upload::capabilities).
+    md5: Option<&'a [u8; 16]>,
 }
 
 /// Uploads one part of `file` to the upload `(bucket, key, upload id)`, retrying transient
@@ -363,6 +367,7 @@ async fn upload_part(
         offset,
         len,
         digest,
+        md5: part_md5,
     } = part;
     let mut transient = 0u32;
     loop {
@@ -399,6 +404,7 @@ async fn upload_part(
             .part_number(n as i32)
             .content_length(len as i64)
             .checksum_sha256(b64(digest))
+            .set_content_md5(part_md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)))
             .body(body)
             .send();
         let res = tokio::select! {

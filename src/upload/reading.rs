@@ -33,11 +33,15 @@ pub(super) async fn digests(
     let sig = file.sig;
     // Small files are kept in memory from this single read: hashed and sent from the same
     // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
-    let keep = file.size <= hash::SMALL;
+    let want = hash::Want {
+        part_size,
+        keep: file.size <= hash::SMALL,
+        md5: sh.known.get(&inbox.bucket).send_md5(),
+    };
     // Under the inbox's time limit, counted from the last chunk read: a hung share stalls
     // this inbox, never a hashing slot for good.
     let hashed = sh.guards[file.inbox]
-        .run_with_progress(move |p| hash::digests(&root, &rel, &sig, part_size, keep, &|| p.tick()))
+        .run_with_progress(move |p| hash::digests(&root, &rel, &sig, want, &|| p.tick()))
         .await;
     let hashed = match hashed {
         Ok(h) => h,

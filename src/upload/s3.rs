@@ -228,6 +228,8 @@ pub struct Put<'a> {
     pub content: Option<bytes::Bytes>,
     pub size: u64,
     pub sha256: &'a [u8; 32],
+    /// Sent as `Content-MD5` when set (to servers that verify it but not SHA-256).
+    pub content_md5: Option<&'a [u8; 16]>,
     /// Replace only this exact object (its ETag); `None` means create-only (If-None-Match: *).
     pub replace_etag: Option<&'a str>,
     /// Replace whatever is there (on_conflict = "overwrite").
@@ -271,7 +273,11 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         .body(body)
         .content_length(p.size as i64)
         .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(p.sha256))
-        .metadata("sha256", hex);
+        .metadata("sha256", hex)
+        .set_content_md5(
+            p.content_md5
+                .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+        );
     if let Some(etag) = p.replace_etag {
         req = req.if_match(etag);
     } else if !p.unconditional {

@@ -277,6 +277,8 @@ struct Stats {
     session_tokens: Mutex<Vec<String>>,
     /// Distinct regions requests were signed for (the credential scope of SigV4).
     regions: Mutex<Vec<String>>,
+    /// Requests per operation that carried `Content-MD5`.
+    content_md5: Mutex<HashMap<Op, usize>>,
 }
 
 impl Stats {
@@ -348,6 +350,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
         let probe = is_probe(target.key.as_deref());
         if !probe {
             self.stats.request(&target);
+            if req.headers().contains_key("content-md5") {
+                *lock(&self.stats.content_md5).entry(target.op).or_default() += 1;
+            }
         }
         self.stats.session_token(req.headers());
         self.stats.signing_region(req.headers());
@@ -453,9 +458,22 @@ struct FaultyFs {
     /// Behave like a server that accepts `If-None-Match` / `If-Match` and ignores them
     /// (Garage 2.5 does on PutObject): the conditions are dropped before s3s-fs sees them.
     ignore_conditions: Arc<std::sync::atomic::AtomicBool>,
+    /// Behave like a server that does not know `x-amz-checksum-*` (Ceph RGW before Squid):
+    /// SHA-256 checksums are dropped before s3s-fs sees them; Content-MD5 is still checked.
+    ignore_checksums: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FaultyFs {
+    fn ignoring_conditions(&self) -> bool {
+        self.ignore_conditions
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn ignoring_checksums(&self) -> bool {
+        self.ignore_checksums
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The backend has run `op`; a scripted `FailAfter` now replaces its answer.
     fn after<T>(&self, op: Op, key: Option<&str>, res: S3Result<T>) -> S3Result<T> {
         if is_probe(key) {
@@ -477,12 +495,12 @@ impl S3 for FaultyFs {
         &self,
         mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        if self
-            .ignore_conditions
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.ignoring_conditions() {
             req.input.if_none_match = None;
             req.input.if_match = None;
+        }
+        if self.ignoring_checksums() {
+            req.input.checksum_sha256 = None;
         }
         let key = req.input.key.clone();
         let res = self.inner.put_object(req).await;
@@ -545,8 +563,11 @@ impl S3 for FaultyFs {
 
     async fn create_multipart_upload(
         &self,
-        req: S3Request<CreateMultipartUploadInput>,
+        mut req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        if self.ignoring_checksums() {
+            req.input.checksum_algorithm = None;
+        }
         let key = req.input.key.clone();
         let res = self.inner.create_multipart_upload(req).await;
         self.after(Op::CreateMultipartUpload, Some(&key), res)
@@ -554,8 +575,11 @@ impl S3 for FaultyFs {
 
     async fn upload_part(
         &self,
-        req: S3Request<UploadPartInput>,
+        mut req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        if self.ignoring_checksums() {
+            req.input.checksum_sha256 = None;
+        }
         let key = req.input.key.clone();
         let res = self.inner.upload_part(req).await;
         self.after(Op::UploadPart, Some(&key), res)
@@ -565,12 +589,20 @@ impl S3 for FaultyFs {
         &self,
         mut req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        if self
-            .ignore_conditions
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.ignoring_conditions() {
             req.input.if_none_match = None;
             req.input.if_match = None;
+        }
+        if self.ignoring_checksums()
+            && let Some(parts) = req
+                .input
+                .multipart_upload
+                .as_mut()
+                .and_then(|m| m.parts.as_mut())
+        {
+            for part in parts {
+                part.checksum_sha256 = None;
+            }
         }
         let key = req.input.key.clone();
         let res = self.inner.complete_multipart_upload(req).await;
@@ -615,6 +647,7 @@ pub struct TestS3 {
     stats: Arc<Stats>,
     backend: Backend,
     ignore_conditions: Arc<std::sync::atomic::AtomicBool>,
+    ignore_checksums: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -678,12 +711,14 @@ impl TestS3 {
         let stats = Arc::new(Stats::default());
         let backend = Backend::default();
         let ignore_conditions = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ignore_checksums = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         let mut builder = S3ServiceBuilder::new(FaultyFs {
             inner: fs,
             plan: plan.clone(),
             stats: stats.clone(),
             ignore_conditions: ignore_conditions.clone(),
+            ignore_checksums: ignore_checksums.clone(),
         });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = FaultLayer {
@@ -720,6 +755,7 @@ impl TestS3 {
             stats,
             backend,
             ignore_conditions,
+            ignore_checksums,
             task,
         })
     }
@@ -796,6 +832,21 @@ impl TestS3 {
     /// Distinct session tokens (`x-amz-security-token`) requests carried.
     pub fn session_tokens(&self) -> Vec<String> {
         lock(&self.stats.session_tokens).clone()
+    }
+
+    /// From now on, drop `x-amz-checksum-sha256` (and the multipart checksum algorithm)
+    /// unverified, as servers that do not know the header do; Content-MD5 is still verified.
+    pub fn ignore_checksums(&self) {
+        self.ignore_checksums
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Requests of `op` that carried a `Content-MD5` header (probe requests not counted).
+    pub fn with_content_md5(&self, op: Op) -> usize {
+        lock(&self.stats.content_md5)
+            .get(&op)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Distinct regions the requests so far were signed for.

@@ -144,6 +144,12 @@ impl Capabilities {
         }
     }
 
+    /// Whether to send `Content-MD5`: only to a server that verifies it but not SHA-256 (a
+    /// server that verifies SHA-256 needs nothing more, and some refuse two checksums).
+    pub fn send_md5(&self) -> bool {
+        self.checks_sha256 != Support::Honoured && self.checks_md5 == Support::Honoured
+    }
+
     /// Whether a probe result this old should be used rather than probing again.
     pub fn fresh(&self, now_ms: u64) -> bool {
         self.v == VERSION

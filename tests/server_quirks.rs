@@ -1,8 +1,9 @@
-//! Servers that accept conditional writes and ignore them (Garage 2.5 does so on PutObject):
-//! the daemon probes what the server enforces at startup, and where a condition is not
-//! enforced it looks at the key before writing, so `rename` and `fail` never replace an
-//! object written by another tool or by inboxd itself. On a server that enforces everything
-//! no look is spent.
+//! Servers that do less than S3 documents. The daemon probes what the server enforces at
+//! startup. Where it accepts conditional writes and ignores them (Garage 2.5 on PutObject),
+//! the daemon looks at the key before writing, so `rename` and `fail` never replace an object
+//! written by another tool or by inboxd itself. Where it does not verify SHA-256 checksums
+//! (Ceph RGW before Squid) but does verify Content-MD5, every body carries a Content-MD5. On a
+//! server that enforces everything neither costs anything.
 
 mod support;
 
@@ -219,4 +220,68 @@ async fn a_server_that_enforces_conditions_costs_no_look_and_is_probed_once() {
             && !second.contains("capabilities probed"),
         "the second start probed again:\n{second}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_sha256_checksums_gets_content_md5_on_every_body() {
+    let s3 = TestS3::start().await;
+    s3.ignore_checksums();
+    let mut daemon = Daemon::new(&s3, Setup::new().multipart("5 MiB", "5 MiB"));
+    let inbox = daemon.inbox().clone();
+    let small = content(30, 10_000);
+    let medium = content(31, 300_000);
+    let large = content(32, 11 * 1024 * 1024);
+    daemon.start();
+    inbox.drop("small.pdf", &small);
+    inbox.drop("medium.pdf", &medium);
+    inbox.drop("large.bin", &large);
+    wait_until(TIMEOUT, "every file is in done/", || {
+        ["small.pdf", "medium.pdf", "large.bin"]
+            .iter()
+            .all(|rel| inbox.is_done(rel))
+    })
+    .await;
+    daemon.stop().await;
+
+    assert_eq!(s3.requests(Op::PutObject), 2, "PUTs of the two small files");
+    assert_eq!(
+        s3.with_content_md5(Op::PutObject),
+        2,
+        "both PUTs (one sent from memory, one streamed) carry Content-MD5"
+    );
+    assert_eq!(s3.requests(Op::UploadPart), 3);
+    assert_eq!(
+        s3.with_content_md5(Op::UploadPart),
+        3,
+        "every part carries Content-MD5"
+    );
+    assert_object(&s3, &inbox.key("small.pdf"), &small).await;
+    assert_object(&s3, &inbox.key("medium.pdf"), &medium).await;
+    assert_object(&s3, &inbox.key("large.bin"), &large).await;
+    let log = daemon.stdout();
+    assert!(
+        log.contains("SHA-256 checksum IGNORED; Content-MD5 honoured"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_verifies_sha256_gets_no_content_md5() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().multipart("5 MiB", "5 MiB"));
+    let inbox = daemon.inbox().clone();
+    let small = content(33, 10_000);
+    let large = content(34, 6 * 1024 * 1024);
+    daemon.start();
+    inbox.drop("small.pdf", &small);
+    inbox.drop("large.bin", &large);
+    wait_until(TIMEOUT, "both files are in done/", || {
+        inbox.is_done("small.pdf") && inbox.is_done("large.bin")
+    })
+    .await;
+    daemon.stop().await;
+    assert_eq!(s3.requests(Op::PutObject), 1);
+    assert_eq!(s3.requests(Op::UploadPart), 2);
+    assert_eq!(s3.with_content_md5(Op::PutObject), 0);
+    assert_eq!(s3.with_content_md5(Op::UploadPart), 0);
 }
