@@ -1,0 +1,407 @@
+//! Operations: what an administrator (or Prometheus, or systemd) can ask the running daemon.
+//! Stages report into one shared [`Ops`]; the HTTP listener ([`http`]) serves it as
+//! `/metrics`, `/healthz`, `/status` (JSON) and `/` (a page). Nothing here decides anything
+//! about files: it only records and shows.
+
+pub mod http;
+pub mod metrics;
+mod page;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use metrics::Metrics;
+
+/// Batches and failures kept for `/status` and the page.
+const RECENT_BATCHES: usize = 20;
+const RECENT_FAILURES: usize = 50;
+/// A stage with work waiting that has not finished anything for this long is stuck.
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+/// The page's chart: one point per minute over the last hour.
+const MINUTES: usize = 60;
+
+/// One file's outcome as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    pub inbox: String,
+    pub path: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub size: u64,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A finished batch: the daemon's form of the partial-success report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchStatus {
+    pub batch: u64,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub uploaded: usize,
+    pub duplicates: usize,
+    pub failed: usize,
+    pub deferred: usize,
+    pub requeued: usize,
+    pub bytes: u64,
+    pub files: Vec<FileStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub at: String,
+    pub inbox: String,
+    pub path: String,
+    pub reason: String,
+}
+
+/// One inbox as `/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InboxStatus {
+    pub name: String,
+    pub backlog: u64,
+    pub oldest_pending_seconds: f64,
+    /// Why the inbox is paused (bucket or credential problem), if it is.
+    pub paused: Option<String>,
+    /// Its file system does not answer (see crate::stall).
+    pub stalled: bool,
+}
+
+/// Uploads per minute, for the page's chart.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Minute {
+    files: u64,
+    bytes: u64,
+    batches: u64,
+    batch_ms: u64,
+}
+
+#[derive(Default)]
+struct State {
+    inboxes: Vec<InboxStatus>,
+    s3_up: bool,
+    s3_note: Option<String>,
+    /// Files of batches not closed yet, by batch id.
+    open: BTreeMap<u64, Vec<FileStatus>>,
+    batches: VecDeque<BatchStatus>,
+    failures: VecDeque<Failure>,
+    /// (minute since the Unix epoch, totals), oldest first.
+    minutes: VecDeque<(u64, Minute)>,
+    /// Per stage: (work waiting, last progress).
+    stages: BTreeMap<&'static str, (u64, Instant)>,
+}
+
+/// Shared by every stage and the HTTP listener.
+pub struct Ops {
+    pub metrics: Metrics,
+    state: Mutex<State>,
+    started_at: String,
+}
+
+/// What `/status` returns.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub started_at: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_stage: Option<&'static str>,
+    pub s3: S3Status,
+    pub inboxes: Vec<InboxStatus>,
+    pub batches: Vec<BatchStatus>,
+    pub recent_failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct S3Status {
+    pub up: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn now_rfc3339() -> String {
+    crate::ledger::now_rfc3339()
+}
+
+fn unix_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Ops {
+    pub fn new(inboxes: &[String]) -> Ops {
+        let state = State {
+            inboxes: inboxes
+                .iter()
+                .map(|name| InboxStatus {
+                    name: name.clone(),
+                    ..InboxStatus::default()
+                })
+                .collect(),
+            s3_up: true,
+            ..State::default()
+        };
+        Ops {
+            metrics: Metrics::new(inboxes),
+            state: Mutex::new(state),
+            started_at: now_rfc3339(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; what is recorded stays readable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A file's outcome, in its batch (shown once the batch closes).
+    pub fn file(&self, batch: u64, f: FileStatus) {
+        let outcome = match f.outcome {
+            "uploaded" | "duplicate" | "failed" | "deferred" => Some(f.outcome),
+            // Changed or interrupted files go round again: not an outcome yet.
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            self.metrics.file(&f.inbox, outcome);
+        }
+        let mut st = self.state();
+        if f.outcome == "uploaded" {
+            self.metrics.uploaded(&f.inbox, f.size, unix_secs());
+            self.metrics
+                .upload_duration
+                .observe(f.duration_ms as f64 / 1000.0);
+            let m = minute(&mut st.minutes);
+            m.files += 1;
+            m.bytes += f.size;
+        }
+        if let (Some(reason), "failed") = (&f.reason, f.outcome) {
+            st.failures.push_back(Failure {
+                at: now_rfc3339(),
+                inbox: f.inbox.clone(),
+                path: f.path.clone(),
+                reason: reason.clone(),
+            });
+            while st.failures.len() > RECENT_FAILURES {
+                st.failures.pop_front();
+            }
+        }
+        st.open.entry(batch).or_default().push(f);
+    }
+
+    /// A batch is complete (every file has its outcome).
+    pub fn batch(&self, mut b: BatchStatus) {
+        self.metrics
+            .batch_duration
+            .observe(b.duration_ms as f64 / 1000.0);
+        let mut st = self.state();
+        b.files = st.open.remove(&b.batch).unwrap_or_default();
+        let m = minute(&mut st.minutes);
+        m.batches += 1;
+        m.batch_ms += b.duration_ms;
+        st.batches.push_back(b);
+        while st.batches.len() > RECENT_BATCHES {
+            st.batches.pop_front();
+        }
+    }
+
+    pub fn retried(&self) {
+        self.metrics.retries.inc();
+    }
+
+    /// The endpoint answers again (`true`) or an outage began (`false`).
+    pub fn s3(&self, up: bool, note: Option<String>) {
+        self.metrics.s3_up.set(i64::from(up));
+        let mut st = self.state();
+        st.s3_up = up;
+        st.s3_note = note;
+    }
+
+    pub fn paused(&self, inbox: usize, reason: Option<String>) {
+        let mut st = self.state();
+        if let Some(i) = st.inboxes.get_mut(inbox) {
+            let label = metrics::InboxLabel {
+                inbox: i.name.clone(),
+            };
+            self.metrics
+                .paused
+                .get_or_create(&label)
+                .set(i64::from(reason.is_some()));
+            i.paused = reason;
+        }
+    }
+
+    pub fn stalled(&self, inbox: usize, stalled: bool) {
+        if let Some(i) = self.state().inboxes.get_mut(inbox) {
+            i.stalled = stalled;
+        }
+    }
+
+    /// Files seen and not finished, and the age of the oldest, per inbox.
+    pub fn backlog(&self, inbox: usize, files: u64, oldest: Duration) {
+        let mut st = self.state();
+        if let Some(i) = st.inboxes.get_mut(inbox) {
+            let label = metrics::InboxLabel {
+                inbox: i.name.clone(),
+            };
+            self.metrics.backlog.get_or_create(&label).set(files as i64);
+            self.metrics
+                .oldest_pending
+                .get_or_create(&label)
+                .set(oldest.as_secs_f64());
+            i.backlog = files;
+            i.oldest_pending_seconds = oldest.as_secs_f64();
+        }
+    }
+
+    /// A stage's work waiting (`waiting`) and whether it just finished something.
+    pub fn stage(&self, name: &'static str, waiting: u64, progressed: bool, now: Instant) {
+        let mut st = self.state();
+        let entry = st.stages.entry(name).or_insert((0, now));
+        entry.0 = waiting;
+        if progressed || waiting == 0 {
+            entry.1 = now;
+        }
+    }
+
+    /// The first stage that has had work waiting and finished nothing for [`STUCK_AFTER`].
+    pub fn stuck(&self, now: Instant) -> Option<&'static str> {
+        let st = self.state();
+        stuck_stage(&st.stages, now)
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let st = self.state();
+        let stuck = stuck_stage(&st.stages, now);
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: self.started_at.clone(),
+            healthy: stuck.is_none(),
+            stuck_stage: stuck,
+            s3: S3Status {
+                up: st.s3_up,
+                note: st.s3_note.clone(),
+            },
+            inboxes: st.inboxes.clone(),
+            batches: st.batches.iter().rev().cloned().collect(),
+            recent_failures: st.failures.iter().rev().cloned().collect(),
+        }
+    }
+
+    /// The last hour, one entry per minute (minutes without activity included as zeros).
+    fn last_hour(&self) -> Vec<(u64, Minute)> {
+        let st = self.state();
+        let now = (unix_secs() / 60.0) as u64;
+        (now + 1 - MINUTES as u64..=now)
+            .map(|m| {
+                let found = st.minutes.iter().find(|(at, _)| *at == m);
+                (m, found.map(|(_, v)| *v).unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
+fn stuck_stage(
+    stages: &BTreeMap<&'static str, (u64, Instant)>,
+    now: Instant,
+) -> Option<&'static str> {
+    stages
+        .iter()
+        .find(|(_, (waiting, last))| {
+            *waiting > 0 && now.saturating_duration_since(*last) >= STUCK_AFTER
+        })
+        .map(|(name, _)| *name)
+}
+
+/// The current minute's totals, created (and the oldest dropped) as time goes on.
+fn minute(minutes: &mut VecDeque<(u64, Minute)>) -> &mut Minute {
+    let now = (unix_secs() / 60.0) as u64;
+    if minutes.back().is_none_or(|(m, _)| *m != now) {
+        minutes.push_back((now, Minute::default()));
+        while minutes.len() > MINUTES {
+            minutes.pop_front();
+        }
+    }
+    match minutes.back_mut() {
+        Some((_, m)) => m,
+        // Just pushed: cannot be empty.
+        None => unreachable!("a minute was just pushed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(outcome: &'static str, reason: Option<&str>) -> FileStatus {
+        FileStatus {
+            inbox: "scans".into(),
+            path: "a.pdf".into(),
+            outcome,
+            key: Some("in/a.pdf".into()),
+            size: 10,
+            duration_ms: 5,
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    fn batch(n: u64) -> BatchStatus {
+        BatchStatus {
+            batch: n,
+            finished_at: now_rfc3339(),
+            duration_ms: 7,
+            uploaded: 1,
+            duplicates: 0,
+            failed: 1,
+            deferred: 0,
+            requeued: 0,
+            bytes: 20,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_carries_its_files_and_failures_are_kept() {
+        let ops = Ops::new(&["scans".to_owned()]);
+        ops.file(1, file("uploaded", None));
+        ops.file(1, file("failed", Some("too large")));
+        ops.batch(batch(1));
+        let s = ops.status(Instant::now());
+        assert_eq!(s.batches.len(), 1);
+        assert_eq!(s.batches[0].files.len(), 2);
+        assert_eq!(s.recent_failures.len(), 1);
+        assert_eq!(s.recent_failures[0].reason, "too large");
+        let text = ops.metrics.encode();
+        assert!(text.contains("inboxd_files_total{inbox=\"scans\",outcome=\"failed\"} 1"));
+        assert!(text.contains("inboxd_batch_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn only_the_last_batches_are_kept_newest_first() {
+        let ops = Ops::new(&[]);
+        for n in 1..=(RECENT_BATCHES as u64 + 5) {
+            ops.batch(batch(n));
+        }
+        let s = ops.status(Instant::now());
+        assert_eq!(s.batches.len(), RECENT_BATCHES);
+        assert_eq!(s.batches[0].batch, RECENT_BATCHES as u64 + 5);
+    }
+
+    #[test]
+    fn a_stage_with_waiting_work_and_no_progress_is_stuck() {
+        let ops = Ops::new(&[]);
+        let t0 = Instant::now();
+        ops.stage("upload", 3, true, t0);
+        assert_eq!(ops.stuck(t0 + STUCK_AFTER / 2), None);
+        assert_eq!(ops.stuck(t0 + STUCK_AFTER), Some("upload"));
+        ops.stage("upload", 3, true, t0 + STUCK_AFTER);
+        assert_eq!(ops.stuck(t0 + STUCK_AFTER), None, "it moved again");
+        ops.stage("upload", 0, false, t0 + STUCK_AFTER);
+        assert_eq!(ops.stuck(t0 + STUCK_AFTER * 5), None, "idle is not stuck");
+    }
+}
