@@ -1,9 +1,10 @@
 //! Domain verbs for the integration tests: a daemon running the real `inboxd` binary against the
-//! in-process S3 server of [`s3`] (or any [`Backend`]), inboxes to drop files into, and outcome
-//! assertions.
+//! in-process S3 server of [`s3`] (or any [`Backend`], e.g. a real Garage from [`garage`]),
+//! inboxes to drop files into, and outcome assertions.
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod garage;
 pub mod inproc;
 pub mod s3;
 
