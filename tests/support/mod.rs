@@ -1,7 +1,10 @@
 //! Domain verbs for the integration tests: a daemon running the real `inboxd` binary against the
-//! in-process S3 server of [`s3`], inboxes to drop files into, and outcome assertions.
+//! in-process S3 server of [`s3`] (or any [`Backend`], e.g. a real Garage from [`garage`]),
+//! inboxes to drop files into, and outcome assertions.
 #![allow(dead_code, unused_imports)]
 
+pub mod backend;
+pub mod garage;
 pub mod inproc;
 pub mod s3;
 
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use s3::TestS3;
 use tokio::process::{Child, Command};
+
+pub use backend::Backend;
 
 pub use s3::{BUCKET, Fault, Op, S3ErrorCode};
 
@@ -271,7 +276,7 @@ impl Setup {
         self
     }
 
-    fn render(&self, state_dir: &Path, endpoint: &str, inboxes: &[Inbox]) -> String {
+    fn render(&self, state_dir: &Path, backend: &Backend, inboxes: &[Inbox]) -> String {
         let mut out = String::new();
         let top = self.sections.iter().find(|(s, _)| s.is_empty());
         if !top.is_some_and(|(_, keys)| keys.iter().any(|(k, _)| k == "state_dir")) {
@@ -284,8 +289,9 @@ impl Setup {
             out.push_str(&format!("{key} = {raw}\n"));
         }
         out.push_str(&format!(
-            "\n[s3]\nendpoint = {}\nregion = \"us-east-1\"\nforce_path_style = true\n",
-            toml_str(endpoint)
+            "\n[s3]\nendpoint = {}\nregion = {}\nforce_path_style = true\n",
+            toml_str(&backend.endpoint),
+            toml_str(&backend.region)
         ));
         if let Some((_, keys)) = self.sections.iter().find(|(s, _)| s == "s3") {
             for (key, raw) in keys {
@@ -536,6 +542,8 @@ impl Display for CliOutput {
 pub struct Daemon {
     dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The server and bucket the config points at; its credentials go into the environment.
+    backend: Backend,
     inboxes: Vec<Inbox>,
     child: Option<Child>,
     /// stdout/stderr log files of every `run` started so far.
@@ -546,6 +554,12 @@ impl Daemon {
     /// Writes the config (inboxes `in0`, `in1`, ... uploading to [`BUCKET`] with prefix
     /// `incoming/`, `incoming1/`, ...) and creates the inbox folders. Does not start anything.
     pub fn new(s3: &TestS3, setup: Setup) -> Self {
+        Self::with_backend(&Backend::from(s3), setup)
+    }
+
+    /// Like [`Daemon::new`], for any server: the inboxes upload to `backend.bucket`, signed
+    /// for `backend.region` with `backend`'s credentials.
+    pub fn with_backend(backend: &Backend, setup: Setup) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("inboxd-test-")
             .tempdir()
@@ -559,7 +573,7 @@ impl Daemon {
                     path: base.join("inbox"),
                     done: base.join("done"),
                     failed: base.join("failed"),
-                    bucket: BUCKET.to_owned(),
+                    bucket: backend.bucket.clone(),
                     prefix: if i == 0 {
                         "incoming/".to_owned()
                     } else {
@@ -594,11 +608,12 @@ impl Daemon {
         fs::create_dir_all(root.join("home")).expect("create home");
         fs::create_dir_all(root.join("logs")).expect("create logs");
         let config = root.join("inboxd.toml");
-        let text = setup.render(&root.join("state"), s3.endpoint(), &inboxes);
+        let text = setup.render(&root.join("state"), backend, &inboxes);
         fs::write(&config, text).expect("write config");
         Self {
             dir,
             config,
+            backend: backend.clone(),
             inboxes,
             child: None,
             runs: Vec::new(),
@@ -607,6 +622,16 @@ impl Daemon {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The server and bucket the config points at.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The ledger's folder (unless the setup set its own `state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The first inbox.
@@ -636,8 +661,8 @@ impl Daemon {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
-            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+            .env("AWS_ACCESS_KEY_ID", &self.backend.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.backend.secret_key)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")

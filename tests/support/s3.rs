@@ -657,6 +657,37 @@ impl Drop for TestS3 {
     }
 }
 
+/// A [`TestS3`] that was stopped: its address and its objects, kept for a restart.
+pub struct StoppedS3 {
+    addr: SocketAddr,
+    root: PathBuf,
+    /// Owns the root when the server created it itself.
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl StoppedS3 {
+    /// Serves the same directory on the same address again (fresh fault plan and counters).
+    /// Waits up to 10 s for the port to become free.
+    pub async fn start_again(self) -> TestS3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match TestS3::serve(self.addr, self.root.clone(), None, &[]).await {
+                Ok(mut s3) => {
+                    s3._tmp = self.tmp;
+                    return s3;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("restart the test S3 server on {}: {e}", self.addr),
+            }
+        }
+    }
+}
+
 impl TestS3 {
     /// Random port on 127.0.0.1, fresh temporary root, bucket [`BUCKET`] created.
     pub async fn start() -> Self {
@@ -731,14 +762,19 @@ impl TestS3 {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
+            // The accept loop owns its connections: when it is aborted (drop, `stop`), the set
+            // is dropped and every open connection is cut, as when a real server goes down.
+            // Requests already handed to the backend still finish (see `Backend::run`).
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                while connections.try_join_next().is_some() {}
                 // Without it small requests can stall on Nagle + delayed ACK.
                 let _ = stream.set_nodelay(true);
                 let svc = service.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = ConnBuilder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -765,6 +801,19 @@ impl TestS3 {
     pub fn ignore_conditions(&self) {
         self.ignore_conditions
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Goes down like a crashed server: the port stops answering and open connections are
+    /// cut. The stored objects stay, for [`StoppedS3::start_again`].
+    pub async fn stop(mut self) -> StoppedS3 {
+        self.task.abort();
+        // Once the task has ended, its listener and connections are gone.
+        let _ = (&mut self.task).await;
+        StoppedS3 {
+            addr: self.addr,
+            root: self.root.clone(),
+            tmp: self._tmp.take(),
+        }
     }
 
     /// `http://127.0.0.1:PORT`
