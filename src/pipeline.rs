@@ -41,6 +41,14 @@ pub enum PipelineError {
     },
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Stage(String),
+    #[error(
+        "cannot listen on {addr} for [http] listen: {source} (another inboxd, or another program, has that port; set another address or \"off\")"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Channel capacities: small enough to push back when downstream is slow, large enough that
@@ -78,6 +86,15 @@ pub async fn run(
             }
         }
     }
+    // Bound before anything else starts: a taken port is a clear error at once.
+    let listener = match settings.http_listen {
+        Some(addr) => Some(
+            crate::ops::http::bind(addr)
+                .await
+                .map_err(|source| PipelineError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let ledger = Ledger::open(&settings.state_dir)?;
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
@@ -105,6 +122,19 @@ pub async fn run(
         .map(|i| FsGuard::new(&i.name, i.fs_timeout))
         .collect();
     let stats = Arc::new(Stats::default());
+    let names: Vec<String> = inboxes.iter().map(|i| i.name.clone()).collect();
+    let ops = Arc::new(crate::ops::Ops::new(&names));
+    // Serves until this run ends (a reload binds again with the new settings).
+    let ops_stop = CancellationToken::new();
+    // Also when this function returns early with an error: the port must be free for the
+    // next run (a reload).
+    let _stop_listener = ops_stop.clone().drop_guard();
+    let listening = listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(address = %format!("http://{addr}"), "operations listener: /metrics, /healthz, /status and a status page");
+        }
+        tokio::spawn(crate::ops::http::serve(l, ops.clone(), ops_stop.clone()))
+    });
     // Cancelled when the grace period after a shutdown request is over.
     let abort = CancellationToken::new();
 
@@ -127,6 +157,7 @@ pub async fn run(
         claims: claims.clone(),
         guards: guards.clone(),
         mode,
+        ops: ops.clone(),
     };
     let upload = UploadStage {
         client: client.clone(),
@@ -142,6 +173,7 @@ pub async fn run(
         known: known.clone(),
     };
     let finish = FinishStage {
+        ops: ops.clone(),
         inboxes: inboxes.clone(),
         ledger: ledger.clone(),
         claims: claims.clone(),
@@ -212,6 +244,10 @@ pub async fn run(
     // ledger, and a reload must be able to open it again right after.
     let _ = maintenance.await;
     let _ = reprobe.await;
+    ops_stop.cancel();
+    if let Some(task) = listening {
+        let _ = task.await;
+    }
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),

@@ -84,8 +84,13 @@ pub struct Settings {
     /// Finished and failed ledger records older than this are removed; zero keeps them all.
     pub ledger_keep: Duration,
     pub log: LogSettings,
+    /// The operations listener (`[http] listen`); `None` when "off".
+    pub http_listen: Option<std::net::SocketAddr>,
     pub inboxes: Vec<InboxSettings>,
 }
+
+/// Default `[http] listen`: loopback only; the port is inboxd's own.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9478";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
@@ -206,6 +211,7 @@ impl Settings {
         let batch = ctx.batch(raw.batch)?;
         let watch = ctx.watch(raw.watch)?;
         let log = ctx.log(raw.log)?;
+        let http_listen = ctx.http(raw.http)?;
         let inboxes = ctx.inboxes(raw.inbox)?;
         ctx.check_nesting(&inboxes, &state_dir)?;
         Ok(Settings {
@@ -221,6 +227,7 @@ impl Settings {
                 .keep
                 .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
             log,
+            http_listen,
             inboxes,
         })
     }

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
+    pub(super) http: RawHttp,
+    #[serde(default)]
     pub(super) inbox: Vec<RawInbox>,
 }
 
@@ -99,6 +101,12 @@ pub(super) struct RawLog {
     pub(super) dir: Option<PathBuf>,
     pub(super) keep: Option<usize>,
     pub(super) level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,6 +83,19 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    pub(super) fn http(&self, raw: RawHttp) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = raw.listen.unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
+        if listen == "off" {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            self.err(
+                "http.listen",
+                &format!("{listen:?} is not an address and port (for example \"127.0.0.1:9478\" or \"[::1]:9478\"), or \"off\""),
+            )
+        })
+    }
+
     pub(super) fn upload(&self, u: RawUpload) -> Result<UploadSettings, ConfigError> {
         let concurrency = u.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {

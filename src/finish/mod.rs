@@ -27,6 +27,8 @@ mod report;
 use reason::Reason;
 use report::{BatchReport, Reports};
 
+mod observe;
+
 /// How long a file waits that must stay in the inbox for a reason no retry soon will fix (a
 /// FIFO or socket that cannot be moved to failed/ on another file system; a file copied to
 /// done/ whose original cannot be removed). It is looked at again after this, with one ERROR
@@ -46,6 +48,8 @@ pub struct FinishStage {
     pub mode: Mode,
     /// One per inbox: moves and reason files run under its time limit (see [`crate::stall`]).
     pub guards: Vec<FsGuard>,
+    /// Where outcomes and batch reports are shown (metrics, `/status`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 impl FinishStage {
@@ -78,11 +82,14 @@ impl FinishStage {
             for ((r, rec), moved) in group.into_iter().zip(records).zip(moved) {
                 match r {
                     Report::File(o) => {
+                        let key = rec.as_ref().and_then(|r| r.key.clone());
                         self.complete(&o, rec, moved).await;
                         self.stats.mark_finished();
-                        log_report(reports.outcome(o.batch, &o.result));
+                        let inbox = &self.inboxes[o.file.inbox].name;
+                        self.ops.file(o.batch, observe::file_status(&o, inbox, key));
+                        self.report(reports.outcome(o.batch, &o.result));
                     }
-                    Report::BatchClosed(summary) => log_report(reports.closed(summary)),
+                    Report::BatchClosed(summary) => self.report(reports.closed(summary)),
                 }
             }
         }
@@ -450,9 +457,17 @@ impl FinishStage {
 /// One move of a group: the report's index, the file's relative path, done/ or failed/.
 type MoveJob = (usize, PathBuf, PathBuf);
 
-/// The one summary line per batch, once every file of it has an outcome.
-fn log_report(report: Option<BatchReport>) {
-    let Some(r) = report else { return };
+impl FinishStage {
+    /// The one summary line per batch, once every file of it has an outcome; also shown in
+    /// the metrics and `/status`.
+    fn report(&self, report: Option<BatchReport>) {
+        let Some(r) = report else { return };
+        self.ops.batch(observe::batch_status(&r));
+        log_report(&r);
+    }
+}
+
+fn log_report(r: &BatchReport) {
     tracing::info!(
         batch = r.summary.id,
         files = r.summary.files,

@@ -63,7 +63,7 @@ fn route<B>(ops: &Ops, req: &Request<B>) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ops.metrics.encode(),
+            ops.encode_metrics(now),
         ),
         "/healthz" => match ops.stuck(now) {
             None => reply(StatusCode::OK, "text/plain", "ok\n"),

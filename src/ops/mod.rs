@@ -93,6 +93,8 @@ struct State {
     failures: VecDeque<Failure>,
     /// (minute since the Unix epoch, totals), oldest first.
     minutes: VecDeque<(u64, Minute)>,
+    /// Per inbox: since when the oldest file in view waits.
+    oldest: Vec<Option<Instant>>,
     /// Per stage: (work waiting, last progress).
     stages: BTreeMap<&'static str, (u64, Instant)>,
 }
@@ -242,21 +244,45 @@ impl Ops {
         }
     }
 
-    /// Files seen and not finished, and the age of the oldest, per inbox.
-    pub fn backlog(&self, inbox: usize, files: u64, oldest: Duration) {
+    /// Files seen and not finished, and since when the oldest waits, per inbox.
+    pub fn backlog(&self, inbox: usize, files: u64, oldest: Option<Instant>) {
         let mut st = self.state();
         if let Some(i) = st.inboxes.get_mut(inbox) {
             let label = metrics::InboxLabel {
                 inbox: i.name.clone(),
             };
             self.metrics.backlog.get_or_create(&label).set(files as i64);
-            self.metrics
-                .oldest_pending
-                .get_or_create(&label)
-                .set(oldest.as_secs_f64());
             i.backlog = files;
-            i.oldest_pending_seconds = oldest.as_secs_f64();
         }
+        if let Some(o) = st.oldest.get_mut(inbox) {
+            *o = oldest;
+        } else {
+            st.oldest.resize(inbox + 1, None);
+            st.oldest[inbox] = oldest;
+        }
+    }
+
+    /// Brings the ages of the oldest waiting files up to `now` (before they are shown).
+    fn refresh_ages(&self, now: Instant) {
+        let mut st = self.state();
+        let ages: Vec<f64> = st
+            .oldest
+            .iter()
+            .map(|o| o.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()))
+            .collect();
+        for (i, age) in st.inboxes.iter_mut().zip(ages) {
+            let label = metrics::InboxLabel {
+                inbox: i.name.clone(),
+            };
+            self.metrics.oldest_pending.get_or_create(&label).set(age);
+            i.oldest_pending_seconds = age;
+        }
+    }
+
+    /// The metrics in the text format, ages brought up to `now`.
+    pub fn encode_metrics(&self, now: Instant) -> String {
+        self.refresh_ages(now);
+        self.metrics.encode()
     }
 
     /// A stage's work waiting (`waiting`) and whether it just finished something.
@@ -276,6 +302,7 @@ impl Ops {
     }
 
     pub fn status(&self, now: Instant) -> Status {
+        self.refresh_ages(now);
         let st = self.state();
         let stuck = stuck_stage(&st.stages, now);
         Status {

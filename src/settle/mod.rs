@@ -91,6 +91,9 @@ const GROUP: usize = 64;
 /// How long after a file's due time its look may wait for others due at about the same time.
 const COALESCE: Duration = Duration::from_millis(5);
 
+/// How often the backlog is reported to [`crate::ops`].
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+
 pub struct SettleStage {
     pub inboxes: Arc<Vec<InboxSettings>>,
     pub ignores: Vec<Ignore>,
@@ -98,6 +101,8 @@ pub struct SettleStage {
     /// One per inbox: its file-system calls run under its time limit (see [`crate::stall`]).
     pub guards: Vec<FsGuard>,
     pub mode: Mode,
+    /// Where the backlog is shown (metrics, `/status`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 impl SettleStage {
@@ -115,6 +120,9 @@ impl SettleStage {
             FuturesUnordered::new();
         let mut in_flight = 0usize;
         let mut input_open = true;
+        // The backlog for metrics and `/status`, once a second (ages are computed when read).
+        let mut report = tokio::time::interval(BACKLOG_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if !input_open && settler.is_empty() {
                 return; // once mode: everything swept has been handed on or has vanished
@@ -144,6 +152,11 @@ impl SettleStage {
                     }
                 }
                 _ = crate::run::sleep_until(next), if next.is_some() && in_flight < LOOKS => {}
+                _ = report.tick() => {
+                    for (inbox, (files, oldest)) in settler.backlog(self.inboxes.len()).into_iter().enumerate() {
+                        self.ops.backlog(inbox, files, oldest);
+                    }
+                }
             }
             let due = settler.take_due(Instant::now(), LOOKS.saturating_sub(in_flight));
             for group in self.groups(due) {

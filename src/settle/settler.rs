@@ -75,6 +75,8 @@ struct Pending {
     /// When the next look is due; `None` while a look is under way.
     next: Option<Instant>,
     settle: Duration,
+    /// When it came into view (for the backlog's oldest age).
+    seen: Instant,
 }
 
 /// The files settle is watching, with their timetable.
@@ -124,10 +126,26 @@ impl Settler {
                 sig: None,
                 next: None,
                 settle,
+                seen: now,
             },
         );
         self.rearm(&path, now);
         true
+    }
+
+    /// Files in view per inbox (seen and not gone from the inbox yet: in daemon mode that
+    /// includes files on their way through the pipeline) and since when the oldest is.
+    pub fn backlog(&self, inboxes: usize) -> Vec<(u64, Option<Instant>)> {
+        let mut out = vec![(0u64, None::<Instant>); inboxes];
+        for p in self.pending.values() {
+            if let Some((n, oldest)) = out.get_mut(p.inbox) {
+                *n += 1;
+                if oldest.is_none_or(|o| p.seen < o) {
+                    *oldest = Some(p.seen);
+                }
+            }
+        }
+        out
     }
 
     /// When the earliest look is due.

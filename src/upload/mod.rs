@@ -48,6 +48,8 @@ pub struct Outcome {
     /// PUT attempts made.
     pub attempts: u32,
     pub result: FileResult,
+    /// Time spent on the file in this stage (hashing, waiting for a slot, uploading).
+    pub took: Duration,
 }
 
 /// What flows from upload to finish.
@@ -198,6 +200,7 @@ impl UploadStage {
 async fn process(sh: &Shared, file: ReadyFile, batch: u64) -> Outcome {
     let inbox = &sh.inboxes[file.inbox];
     let span = tracing::info_span!("file", inbox = %inbox.name, path = %crate::telemetry::escape(&file.rel));
+    let began = Instant::now();
     let (sha256, attempts, result) = process_inner(sh, &file, inbox).instrument(span).await;
     Outcome {
         batch,
@@ -205,6 +208,7 @@ async fn process(sh: &Shared, file: ReadyFile, batch: u64) -> Outcome {
         sha256,
         attempts,
         result,
+        took: began.elapsed(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod garage;
+pub mod http;
 pub mod inproc;
 pub mod s3;
 
@@ -182,6 +183,8 @@ impl Setup {
             .set("shutdown", "grace", "\"10s\"")
             .set("log", "format", "\"text\"")
             .set("log", "level", "\"info\"")
+            // Every test daemon serves operations, on a port of its own.
+            .set("http", "listen", "\"127.0.0.1:0\"")
             .inbox_set("settle", "\"300ms\"");
         setup
     }
@@ -956,4 +959,30 @@ pub async fn assert_object(s3: &s3::TestS3, key: &str, bytes: &[u8]) {
         Some(sha256_hex(bytes).as_str()),
         "x-amz-meta-sha256 of {key}"
     );
+}
+
+/// The Chromium binary for browser tests: `CHROMIUM` (then required: a missing binary fails
+/// the test), else `/usr/bin/chromium`. Without either, says once on stderr which tests it
+/// skipped and how to enable them, and returns `None`.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    use std::io::Write as _;
+    if let Some(path) = std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
+        let path = std::path::PathBuf::from(path);
+        assert!(path.is_file(), "CHROMIUM={} does not exist", path.display());
+        return Some(path);
+    }
+    let default = std::path::PathBuf::from("/usr/bin/chromium");
+    if default.is_file() {
+        return Some(default);
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        // Straight to stderr: libtest captures eprintln! inside tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "browser tests SKIPPED: no chromium at /usr/bin/chromium; install Debian's chromium \
+             (apt-get install chromium, as .ci/run does) or set CHROMIUM=/path/to/chromium"
+        );
+    });
+    None
 }

@@ -1,0 +1,274 @@
+//! The operations listener of the real daemon: `/metrics` after uploads, a failure and a
+//! duplicate; `/status` with the batch report; `/healthz`; the page in a real browser
+//! (headless Chromium) with a hostile file name; a taken port is a clear startup error.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::http::{get, listener_url};
+use support::s3::TestS3;
+use support::{Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, content, toml_str, wait_until};
+
+/// The metric line's value (`name{labels} value`), if the line is there.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn started(daemon: &mut Daemon) -> String {
+    daemon.start();
+    let mut url = None;
+    wait_until(TIMEOUT, "the operations listener is up", || {
+        url = listener_url(&daemon.stdout());
+        url.is_some()
+    })
+    .await;
+    url.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_count_uploads_failures_and_duplicates() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let base = started(&mut daemon).await;
+    let before = get(&base, "/metrics").await;
+    assert_eq!(before.status, 200);
+    assert_eq!(
+        metric(
+            &before.body,
+            "inboxd_files_total{inbox=\"in0\",outcome=\"uploaded\"}"
+        ),
+        Some(0.0),
+        "every inbox is there from the start:\n{}",
+        before.body
+    );
+
+    let a = content(1, 30_000);
+    inbox.drop("a.pdf", &a);
+    std::os::unix::fs::symlink("/etc/hostname", inbox.file("link.pdf")).expect("symlink");
+    wait_until(TIMEOUT, "a.pdf in done/, link.pdf in failed/", || {
+        inbox.is_done("a.pdf") && inbox.is_failed("link.pdf")
+    })
+    .await;
+    // The same content at the same path again: a duplicate.
+    inbox.drop("a.pdf", &a);
+    wait_until(TIMEOUT, "the duplicate is in done/", || {
+        inbox.in_done("a (1).pdf") && !inbox.in_inbox("a.pdf")
+    })
+    .await;
+    let mut m = String::new();
+    wait_until(TIMEOUT, "the metrics count all three", || {
+        m = futures_block(get(&base, "/metrics")).body;
+        metric(
+            &m,
+            "inboxd_files_total{inbox=\"in0\",outcome=\"duplicate\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let series = |s: &str| metric(&m, s).unwrap_or_else(|| panic!("no {s} in\n{m}"));
+    assert_eq!(
+        series("inboxd_files_total{inbox=\"in0\",outcome=\"uploaded\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("inboxd_files_total{inbox=\"in0\",outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("inboxd_files_total{inbox=\"in0\",outcome=\"deferred\"}"),
+        0.0
+    );
+    assert_eq!(
+        series("inboxd_bytes_uploaded_total{inbox=\"in0\"}"),
+        30_000.0
+    );
+    assert_eq!(series("inboxd_upload_duration_seconds_count"), 1.0);
+    assert!(series("inboxd_batch_duration_seconds_count") >= 2.0, "{m}");
+    assert!(series("inboxd_last_upload_timestamp_seconds{inbox=\"in0\"}") > 1.7e9);
+    assert_eq!(series("inboxd_s3_up"), 1.0);
+    assert!(m.contains("inboxd_build_info{version="), "{m}");
+
+    let status = get(&base, "/status").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    let files: Vec<serde_json::Value> = json["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .flat_map(|b| b["files"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let uploaded = files
+        .iter()
+        .find(|f| f["outcome"] == "uploaded")
+        .expect("an uploaded file in the batch reports");
+    assert_eq!(uploaded["key"], inbox.key("a.pdf").as_str());
+    assert_eq!(uploaded["size"], 30_000);
+    assert!(uploaded["duration_ms"].is_u64());
+    let failure = &json["recent_failures"][0];
+    assert_eq!(failure["path"], "link.pdf");
+    assert!(
+        failure["reason"].as_str().unwrap_or("").contains("link"),
+        "{failure}"
+    );
+    assert_eq!(json["inboxes"][0]["name"], "in0");
+    assert_eq!(json["s3"]["up"], true);
+    assert_eq!(get(&base, "/healthz").await.status, 200);
+    daemon.stop().await;
+}
+
+/// Runs a future to completion from a synchronous closure (wait_until's condition).
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_stays_ok_and_the_backlog_grows_while_s3_refuses_everything() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::ServiceUnavailable).always(),
+    );
+    let base = started(&mut daemon).await;
+    inbox.drop("a.pdf", &content(2, 1000));
+    wait_until(TIMEOUT, "S3 has refused the upload", || {
+        s3.requests(Op::PutObject) >= 2
+    })
+    .await;
+    let health = get(&base, "/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.body, "ok\n");
+    // The waiting file is the backlog, and its age grows.
+    let mut m = String::new();
+    wait_until(TIMEOUT, "the backlog shows the waiting file", || {
+        m = futures_block(get(&base, "/metrics")).body;
+        metric(&m, "inboxd_backlog_files{inbox=\"in0\"}") == Some(1.0)
+            && metric(&m, "inboxd_oldest_pending_seconds{inbox=\"in0\"}").is_some_and(|a| a > 0.5)
+    })
+    .await;
+    let json: serde_json::Value =
+        serde_json::from_str(&get(&base, "/status").await.body).expect("JSON");
+    assert_eq!(json["inboxes"][0]["backlog"], 1, "{json}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_renders_in_a_real_browser_and_shows_hostile_names_as_text() {
+    let Some(chromium) = support::chromium() else {
+        return;
+    };
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let base = started(&mut daemon).await;
+    inbox.drop("report.pdf", &content(3, 5000));
+    // A name that would be markup if it were not escaped.
+    let hostile = "<img src=x onerror=alert(1)>.pdf";
+    std::os::unix::fs::symlink("/etc/hostname", inbox.file(hostile)).expect("symlink");
+    wait_until(TIMEOUT, "both files are handled", || {
+        inbox.is_done("report.pdf") && inbox.is_failed(hostile)
+    })
+    .await;
+
+    let page = get(&base, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'none'")),
+        "{:?}",
+        page.headers
+    );
+    // What the browser makes of it: the rendered document, after parsing.
+    let out = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("{base}/"))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for text in [
+        "inboxd",
+        "in0",
+        "Recent batches",
+        "Recent failures",
+        "healthy",
+    ] {
+        assert!(
+            dom.contains(text),
+            "{text:?} not on the rendered page:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("&lt;img src=x onerror=alert(1)&gt;.pdf"),
+        "the hostile name is not shown as text:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<img"),
+        "the hostile name became markup:\n{dom}"
+    );
+    assert!(dom.contains("<svg"), "no chart:\n{dom}");
+
+    // The screenshot README shows how to make.
+    let shot = daemon.dir().join("status.png");
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1100,900",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{base}/"))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    if let Some(dir) = std::env::var_os("SCREENSHOT_DIR").filter(|d| !d.is_empty()) {
+        let _ = std::fs::copy(&shot, Path::new(&dir).join("status.png"));
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_clear_startup_error_and_off_means_no_listener() {
+    let s3 = TestS3::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new().set("http", "listen", &toml_str(&addr.to_string())),
+    );
+    let out = daemon.once().await;
+    assert_ne!(out.code(), Some(0), "{out}");
+    let text = out.to_string();
+    assert!(
+        text.contains("[http] listen") && text.contains(&addr.to_string()),
+        "the error does not name the key and address:\n{text}"
+    );
+
+    let daemon = Daemon::new(&s3, Setup::new().set("http", "listen", "\"off\""));
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!out.to_string().contains("operations listener"), "{out}");
+
+    let daemon = Daemon::new(&s3, Setup::new().set("http", "listen", "\"9478\""));
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.to_string().contains("http.listen"), "{out}");
+}
