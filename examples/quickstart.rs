@@ -98,11 +98,15 @@ settle = "1s"
     }
     println!(
         "\ninboxd quickstart\n  S3 server : {endpoint} (bucket {BUCKET}, stored in demo/s3/{BUCKET}/)\n  \
-         inbox     : demo/inbox   → done: demo/done   failed: demo/failed\n  config    : {config}\n\n\
+         inbox     : demo/inbox   → done: demo/done   failed: demo/failed\n  config    : {config}\n  \
+         status    : {status}\n\n\
          Drop a file into demo/inbox (try: cp README.md demo/inbox/) and watch it reach\n  \
          demo/s3/{BUCKET}/ and demo/done/. Ctrl-C stops the daemon.\n",
         endpoint = server.endpoint(),
-        config = config.display()
+        config = config.display(),
+        status = settings.http_listen.map_or("off".to_owned(), |a| format!(
+            "http://{a}/ (metrics at /metrics)"
+        )),
     );
     match inboxd::pipeline::run(settings, inboxd::run::Mode::Daemon, intake, rescan).await {
         Ok(_) => ExitCode::SUCCESS,
