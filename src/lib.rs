@@ -44,6 +44,7 @@ pub mod config;
 pub mod finish;
 pub mod ledger;
 pub mod mounts;
+pub mod operator;
 pub mod ops;
 pub mod pipeline;
 pub mod run;

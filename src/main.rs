@@ -33,6 +33,26 @@ enum Command {
     Check(Common),
     /// Print every ledger record as one JSON object per line (the daemon must be stopped).
     Ledger(Common),
+    /// Show what the running daemon is doing: per inbox the files waiting and the oldest
+    /// one, S3, recent failures. Without a running daemon, what the folders hold.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Print the daemon's /status JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move files from failed/ back into their inbox (reason files removed) so that they go
+    /// through the pipeline again. Works whether or not the daemon runs.
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        /// Only this inbox.
+        #[arg(long)]
+        inbox: Option<String>,
+        /// Only these files (relative to failed/, or full paths in it); default: all.
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -62,8 +82,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    let (Command::Run(c) | Command::Once(c) | Command::Check(c) | Command::Ledger(c)) =
-        &cli.command;
+    let (Command::Run(c)
+    | Command::Once(c)
+    | Command::Check(c)
+    | Command::Ledger(c)
+    | Command::Status { common: c, .. }
+    | Command::Retry { common: c, .. }) = &cli.command;
     let settings = match Settings::load(&c.config) {
         Ok(s) => s,
         Err(e) => {
@@ -76,6 +100,75 @@ fn main() -> ExitCode {
         Command::Check(_) => runtime_then(|| check(settings)),
         Command::Run(_) => daemon(settings, Mode::Daemon),
         Command::Once(_) => daemon(settings, Mode::Once),
+        Command::Status { json, .. } => status(&settings, json),
+        Command::Retry { inbox, files, .. } => retry(&settings, inbox.as_deref(), &files),
+    }
+}
+
+fn status(settings: &Settings, json: bool) -> ExitCode {
+    use inboxd::operator;
+    let answer = match settings.http_listen {
+        Some(addr) => operator::fetch_status(addr),
+        None => Err("[http] listen is \"off\"".to_owned()),
+    };
+    match (answer, json) {
+        (Ok(body), true) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        (Ok(body), false) => match operator::render_status(&body) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inboxd: the daemon's /status is not readable: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (Err(why), true) => {
+            eprintln!("inboxd: {why}");
+            ExitCode::FAILURE
+        }
+        (Err(why), false) => {
+            eprintln!("inboxd: {why}");
+            print!("{}", operator::offline_status(settings));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn retry(settings: &Settings, inbox: Option<&str>, files: &[PathBuf]) -> ExitCode {
+    use inboxd::operator::Retried;
+    if let Some(name) = inbox
+        && !settings.inboxes.iter().any(|i| i.name == name)
+    {
+        eprintln!(
+            "inboxd: no inbox named {name:?} in {}",
+            settings.file.display()
+        );
+        return ExitCode::from(CONFIG_ERROR);
+    }
+    let done = inboxd::operator::retry(settings, inbox, files);
+    let mut skipped = 0;
+    for r in &done {
+        match r {
+            Retried::Moved { inbox, rel } => {
+                println!("moved   {inbox}: {}", inboxd::telemetry::escape(rel));
+            }
+            Retried::Skipped { inbox, rel, why } => {
+                skipped += 1;
+                println!("skipped {inbox}: {}: {why}", inboxd::telemetry::escape(rel));
+            }
+        }
+    }
+    if done.is_empty() {
+        println!("nothing to retry");
+    }
+    if skipped > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -272,3 +272,106 @@ async fn a_taken_port_is_a_clear_startup_error_and_off_means_no_listener() {
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.to_string().contains("http.listen"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_asks_the_running_daemon_and_reads_the_folders_without_one() {
+    let s3 = TestS3::start().await;
+    // `status` finds the daemon at the configured address: a fixed port here, not port 0.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = toml_str(&format!("127.0.0.1:{port}"));
+    let mut daemon = Daemon::new(&s3, Setup::new().set("http", "listen", &listen));
+    let inbox = daemon.inbox().clone();
+    let config = daemon.config.to_string_lossy().into_owned();
+    std::os::unix::fs::symlink("/etc/hostname", inbox.file("link.pdf")).expect("symlink");
+    started(&mut daemon).await;
+    wait_until(TIMEOUT, "link.pdf is in failed/", || {
+        inbox.is_failed("link.pdf")
+    })
+    .await;
+
+    let out = daemon.cli(&["status", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let text = out.to_string();
+    assert!(text.contains("pipeline healthy; S3 up"), "{text}");
+    assert!(text.contains("in0"), "{text}");
+    assert!(text.contains("link.pdf: this is a symbolic link"), "{text}");
+    let out = daemon
+        .cli(&["status", "--json", "--config", &config], &[])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(json["recent_failures"][0]["path"], "link.pdf");
+    daemon.stop().await;
+
+    inbox.drop("waiting.pdf", b"not yet");
+    let out = daemon.cli(&["status", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let text = out.to_string();
+    assert!(text.contains("no daemon answers"), "{text}");
+    assert!(text.contains("in0: 1 waiting"), "{text}");
+    assert!(
+        text.contains("failed: link.pdf: this is a symbolic link"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_sends_failed_files_through_again_with_and_without_the_daemon() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let config = daemon.config.to_string_lossy().into_owned();
+    let (a, b) = (content(5, 20_000), content(6, 30_000));
+    // Refused for good once each: both go to failed/ with a reason.
+    for key in [inbox.key("a.pdf"), inbox.key("sub/b.pdf")] {
+        s3.push(
+            Op::PutObject,
+            Fault::reject(S3ErrorCode::InvalidArgument)
+                .for_key(key)
+                .times(1),
+        );
+    }
+    started(&mut daemon).await;
+    inbox.drop("a.pdf", &a);
+    inbox.drop("sub/b.pdf", &b);
+    wait_until(TIMEOUT, "both are in failed/", || {
+        inbox.is_failed("a.pdf") && inbox.is_failed("sub/b.pdf")
+    })
+    .await;
+
+    // With the daemon running: a.pdf only.
+    let out = daemon
+        .cli(&["retry", "--config", &config, "a.pdf"], &[])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("moved   in0: a.pdf"), "{out}");
+    wait_until(TIMEOUT, "a.pdf is in done/", || inbox.is_done("a.pdf")).await;
+    assert!(
+        !inbox.failed.join("a.pdf.reason.txt").exists(),
+        "reason file left"
+    );
+    support::assert_object(&s3, &inbox.key("a.pdf"), &a).await;
+    daemon.stop().await;
+
+    // Without the daemon: the rest, then one sweep.
+    let out = daemon.cli(&["retry", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("moved   in0: sub/b.pdf"), "{out}");
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    support::assert_object(&s3, &inbox.key("sub/b.pdf"), &b).await;
+    inbox.assert_done("sub/b.pdf", &b);
+    inbox.assert_no_failures();
+
+    let out = daemon
+        .cli(&["retry", "--config", &config, "nope.pdf"], &[])
+        .await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stdout.contains("skipped in0: nope.pdf: not in"),
+        "{out}"
+    );
+}
