@@ -123,7 +123,7 @@ pub async fn run(
         .collect();
     let stats = Arc::new(Stats::default());
     let names: Vec<String> = inboxes.iter().map(|i| i.name.clone()).collect();
-    let ops = Arc::new(crate::ops::Ops::new(&names));
+    let ops = Arc::new(crate::ops::Ops::new(&names, settings.log.dir.as_deref()));
     // Serves until this run ends (a reload binds again with the new settings).
     let ops_stop = CancellationToken::new();
     // Also when this function returns early with an error: the port must be free for the

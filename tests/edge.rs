@@ -580,10 +580,22 @@ async fn json_logs_on_stdout_and_rolling_files_in_log_dir() {
         "{uploaded}"
     );
 
+    // The batch journal beside them: every batch report, with its files.
+    let journal = fs::read_to_string(logs.path().join("batches.jsonl")).expect("batches.jsonl");
+    let report: serde_json::Value =
+        serde_json::from_str(journal.lines().next().unwrap_or("")).expect("a JSON line");
+    assert_eq!(report["uploaded"], 1, "{report}");
+    assert_eq!(
+        report["files"][0]["key"],
+        inbox.key("scan.pdf").as_str(),
+        "{report}"
+    );
+
     // The same events went to the daily file in log.dir, as JSON.
     let files: Vec<_> = fs::read_dir(logs.path())
         .expect("read log dir")
         .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name() != Some(OsStr::new("batches.jsonl")))
         .collect();
     assert_eq!(files.len(), 1, "log files: {files:?}");
     let name = files[0].file_name().and_then(OsStr::to_str).unwrap_or("");

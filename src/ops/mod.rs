@@ -104,6 +104,46 @@ pub struct Ops {
     pub metrics: Metrics,
     state: Mutex<State>,
     started_at: String,
+    /// `batches.jsonl` in `[log] dir`: every batch report, one JSON line each, kept.
+    journal: Option<Mutex<Journal>>,
+}
+
+/// The batch journal file, opened on first use (append only).
+struct Journal {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    /// A failure is said once, not once per batch.
+    failed: bool,
+}
+
+impl Journal {
+    fn append(&mut self, line: &str) {
+        use std::io::Write as _;
+        if self.file.is_none() {
+            let opened = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path);
+            match opened {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failed, true) {
+                        tracing::warn!(file = %self.path.display(), error = %e, "cannot write the batch journal; batch reports stay in the log and /status only");
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.file.as_mut()
+            && let Err(e) = writeln!(f, "{line}")
+        {
+            if !std::mem::replace(&mut self.failed, true) {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot write the batch journal; batch reports stay in the log and /status only");
+            }
+            // Opened again for the next batch (the disk may have room again).
+            self.file = None;
+        }
+    }
 }
 
 /// What `/status` returns.
@@ -138,7 +178,8 @@ fn unix_secs() -> f64 {
 }
 
 impl Ops {
-    pub fn new(inboxes: &[String]) -> Ops {
+    /// `journal_dir`: where `batches.jsonl` is kept (`[log] dir`), if anywhere.
+    pub fn new(inboxes: &[String], journal_dir: Option<&std::path::Path>) -> Ops {
         let state = State {
             inboxes: inboxes
                 .iter()
@@ -154,6 +195,13 @@ impl Ops {
             metrics: Metrics::new(inboxes),
             state: Mutex::new(state),
             started_at: now_rfc3339(),
+            journal: journal_dir.map(|d| {
+                Mutex::new(Journal {
+                    path: d.join("batches.jsonl"),
+                    file: None,
+                    failed: false,
+                })
+            }),
         }
     }
 
@@ -203,6 +251,11 @@ impl Ops {
             .observe(b.duration_ms as f64 / 1000.0);
         let mut st = self.state();
         b.files = st.open.remove(&b.batch).unwrap_or_default();
+        if let Some(j) = &self.journal
+            && let Ok(line) = serde_json::to_string(&b)
+        {
+            j.lock().unwrap_or_else(|p| p.into_inner()).append(&line);
+        }
         let m = minute(&mut st.minutes);
         m.batches += 1;
         m.batch_ms += b.duration_ms;
@@ -394,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_batch_carries_its_files_and_failures_are_kept() {
-        let ops = Ops::new(&["scans".to_owned()]);
+        let ops = Ops::new(&["scans".to_owned()], None);
         ops.file(1, file("uploaded", None));
         ops.file(1, file("failed", Some("too large")));
         ops.batch(batch(1));
@@ -409,8 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn every_batch_report_is_appended_to_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Ops::new(&["scans".to_owned()], Some(dir.path()));
+        ops.file(1, file("uploaded", None));
+        ops.batch(batch(1));
+        ops.batch(batch(2));
+        let text = std::fs::read_to_string(dir.path().join("batches.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["batch"], 1);
+        assert_eq!(lines[0]["files"][0]["key"], "in/a.pdf");
+        assert_eq!(lines[1]["batch"], 2);
+    }
+
+    #[test]
     fn only_the_last_batches_are_kept_newest_first() {
-        let ops = Ops::new(&[]);
+        let ops = Ops::new(&[], None);
         for n in 1..=(RECENT_BATCHES as u64 + 5) {
             ops.batch(batch(n));
         }
@@ -421,7 +492,7 @@ mod tests {
 
     #[test]
     fn a_stage_with_waiting_work_and_no_progress_is_stuck() {
-        let ops = Ops::new(&[]);
+        let ops = Ops::new(&[], None);
         let t0 = Instant::now();
         ops.stage("upload", 3, true, t0);
         assert_eq!(ops.stuck(t0 + STUCK_AFTER / 2), None);
