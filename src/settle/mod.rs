@@ -36,6 +36,7 @@ use crate::run::Mode;
 use crate::stall::FsGuard;
 use crate::watch::Candidate;
 
+pub mod format;
 mod ignore;
 mod settler;
 pub use ignore::{DEFAULT_IGNORES, Ignore};
