@@ -16,6 +16,7 @@ pub mod multipart;
 pub mod pause;
 mod reading;
 pub mod s3;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
