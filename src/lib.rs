@@ -71,6 +71,20 @@ pub fn failpoint(name: &str) {
     let _ = name;
 }
 
+/// Test hook: in debug builds, never returns when `INBOXD_FAILPOINT=<name>` (a stage that
+/// hangs, for the watchdog and `/healthz` tests). Release builds return at once.
+pub async fn failpoint_hang(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        if std::env::var("INBOXD_FAILPOINT").is_ok_and(|v| v == name) {
+            eprintln!("inboxd: failpoint {name} reached, hanging");
+            std::future::pending::<()>().await;
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// Test hook: in debug builds, true when `INBOXD_FAILPOINT=<name>`: the caller then fails the
 /// step as if the system had refused it (for errors that are hard to cause from outside, such
 /// as a ledger write failing). Release builds always return false.

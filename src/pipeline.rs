@@ -215,6 +215,12 @@ pub async fn run(
         known,
         intake.clone(),
     ));
+    // systemd's watchdog (WatchdogSec=): pinged only while no stage is stuck, so a pipeline
+    // that stops moving gets restarted.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        ops.set_stuck_after(crate::ops::STUCK_AFTER.min(period * 2));
+        tokio::spawn(crate::ops::watchdog(ops.clone(), period, ops_stop.clone()))
+    });
     let grace = settings.shutdown_grace;
     let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
 
@@ -245,7 +251,7 @@ pub async fn run(
     let _ = maintenance.await;
     let _ = reprobe.await;
     ops_stop.cancel();
-    if let Some(task) = listening {
+    for task in [listening, watchdog].into_iter().flatten() {
         let _ = task.await;
     }
     match finished {

@@ -6,6 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use support::http::{get, listener_url};
 use support::s3::TestS3;
@@ -374,4 +375,94 @@ async fn retry_sends_failed_files_through_again_with_and_without_the_daemon() {
         out.stdout.contains("skipped in0: nope.pdf: not in"),
         "{out}"
     );
+}
+
+/// Messages the daemon sends to systemd's notify socket, with when they came.
+fn notify_socket(path: &Path) -> Arc<Mutex<Vec<(std::time::Instant, String)>>> {
+    let sock = std::os::unix::net::UnixDatagram::bind(path).expect("bind notify socket");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            sink.lock().unwrap().push((std::time::Instant::now(), text));
+        }
+    });
+    got
+}
+
+fn pings_since(got: &Mutex<Vec<(std::time::Instant, String)>>, t: std::time::Instant) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, m)| *at >= t && m.lines().any(|l| l == "WATCHDOG=1"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_while_the_pipeline_moves_and_stop_when_a_stage_is_stuck() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let sock_path = daemon.dir().join("notify.sock");
+    let got = notify_socket(&sock_path);
+    let sock = sock_path.to_string_lossy().into_owned();
+    // A 400 ms watchdog: pings every 200 ms; a stage is stuck after 800 ms without progress.
+    daemon.start_with_env(&[
+        ("NOTIFY_SOCKET", &sock),
+        ("WATCHDOG_USEC", "400000"),
+        ("INBOXD_FAILPOINT", "finish-hang"),
+    ]);
+    let mut base = None;
+    wait_until(TIMEOUT, "the listener is up", || {
+        base = listener_url(&daemon.stdout());
+        base.is_some()
+    })
+    .await;
+    let base = base.unwrap_or_default();
+    let t0 = std::time::Instant::now();
+    wait_until(TIMEOUT, "READY and watchdog pings arrive", || {
+        pings_since(&got, t0) >= 3
+    })
+    .await;
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("READY=1")),
+        "no READY=1"
+    );
+    assert_eq!(get(&base, "/healthz").await.status, 200);
+
+    // The finish stage hangs on the first file it gets (the failpoint).
+    inbox.drop("a.pdf", &content(7, 1000));
+    let mut health = None;
+    wait_until(TIMEOUT, "/healthz reports the stuck stage", || {
+        let h = futures_block(get(&base, "/healthz"));
+        let stuck = h.status == 503;
+        health = Some(h);
+        stuck
+    })
+    .await;
+    let health = health.expect("an answer");
+    assert!(health.body.contains("finish"), "{}", health.body);
+    // From now on no ping: over a second (five ping periods) not one.
+    let t1 = std::time::Instant::now();
+    let until = t1 + std::time::Duration::from_millis(1000);
+    wait_until(TIMEOUT, "a second without pings", || {
+        std::time::Instant::now() >= until
+    })
+    .await;
+    assert_eq!(
+        pings_since(&got, t1),
+        0,
+        "pings went on while a stage was stuck"
+    );
+    assert!(
+        daemon.stdout().contains("a pipeline stage is stuck"),
+        "{}",
+        daemon.stdout()
+    );
+    daemon.kill().await;
 }

@@ -65,6 +65,10 @@ impl FinishStage {
                     Err(_) => break,
                 }
             }
+            // Work in hand: if this group never completes, /healthz and the watchdog see it.
+            let waiting = (group.len() + input.len()) as u64;
+            self.ops.stage("finish", waiting, false, Instant::now());
+            crate::failpoint_hang("finish-hang").await;
             let mut records = Vec::with_capacity(group.len());
             for r in &group {
                 records.push(match r {
@@ -92,6 +96,8 @@ impl FinishStage {
                     Report::BatchClosed(summary) => self.report(reports.closed(summary)),
                 }
             }
+            self.ops
+                .stage("finish", input.len() as u64, true, Instant::now());
         }
         self.ledger.flush().await
     }

@@ -72,7 +72,7 @@ fn route<B>(ops: &Ops, req: &Request<B>) -> Response<Full<Bytes>> {
                 "text/plain",
                 format!(
                     "stuck: the {stage} stage has work waiting and has finished nothing for {:?}\n",
-                    super::STUCK_AFTER
+                    ops.stuck_after()
                 ),
             ),
         },

@@ -19,7 +19,8 @@ pub use metrics::Metrics;
 /// Batches and failures kept for `/status` and the page.
 const RECENT_BATCHES: usize = 20;
 const RECENT_FAILURES: usize = 50;
-/// A stage with work waiting that has not finished anything for this long is stuck.
+/// A stage with work waiting that has not finished anything for this long is stuck (unless
+/// the systemd watchdog asks for less, see [`Ops::set_stuck_after`]).
 pub const STUCK_AFTER: Duration = Duration::from_secs(120);
 /// The page's chart: one point per minute over the last hour.
 const MINUTES: usize = 60;
@@ -106,6 +107,8 @@ pub struct Ops {
     started_at: String,
     /// `batches.jsonl` in `[log] dir`: every batch report, one JSON line each, kept.
     journal: Option<Mutex<Journal>>,
+    /// How long a stage may hold work without finishing any before it counts as stuck.
+    stuck_after: Mutex<Duration>,
 }
 
 /// The batch journal file, opened on first use (append only).
@@ -195,6 +198,7 @@ impl Ops {
             metrics: Metrics::new(inboxes),
             state: Mutex::new(state),
             started_at: now_rfc3339(),
+            stuck_after: Mutex::new(STUCK_AFTER),
             journal: journal_dir.map(|d| {
                 Mutex::new(Journal {
                     path: d.join("batches.jsonl"),
@@ -348,16 +352,28 @@ impl Ops {
         }
     }
 
-    /// The first stage that has had work waiting and finished nothing for [`STUCK_AFTER`].
+    /// The first stage that has had work waiting and finished nothing for the stuck time.
     pub fn stuck(&self, now: Instant) -> Option<&'static str> {
+        let after = self.stuck_after();
         let st = self.state();
-        stuck_stage(&st.stages, now)
+        stuck_stage(&st.stages, now, after)
+    }
+
+    pub fn stuck_after(&self) -> Duration {
+        *self.stuck_after.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Under a systemd watchdog: stuck after two watchdog periods when that is shorter, so
+    /// that systemd restarts a stuck daemon within about three periods.
+    pub fn set_stuck_after(&self, d: Duration) {
+        *self.stuck_after.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
     pub fn status(&self, now: Instant) -> Status {
         self.refresh_ages(now);
+        let after = self.stuck_after();
         let st = self.state();
-        let stuck = stuck_stage(&st.stages, now);
+        let stuck = stuck_stage(&st.stages, now, after);
         Status {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at.clone(),
@@ -386,15 +402,44 @@ impl Ops {
     }
 }
 
+/// Sends `WATCHDOG=1` twice per watchdog `period` while no stage is stuck; says once when it
+/// stops and once when it goes on again.
+pub async fn watchdog(
+    ops: std::sync::Arc<Ops>,
+    period: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period / 2);
+    let mut withheld = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match ops.stuck(Instant::now()) {
+            None => {
+                if std::mem::replace(&mut withheld, false) {
+                    tracing::info!("the pipeline moves again; watchdog pings resumed");
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Some(stage) => {
+                if !std::mem::replace(&mut withheld, true) {
+                    tracing::error!(stage, stuck_for = ?ops.stuck_after(), "a pipeline stage is stuck; no more watchdog pings, so systemd restarts the daemon");
+                }
+            }
+        }
+    }
+}
+
 fn stuck_stage(
     stages: &BTreeMap<&'static str, (u64, Instant)>,
     now: Instant,
+    after: Duration,
 ) -> Option<&'static str> {
     stages
         .iter()
-        .find(|(_, (waiting, last))| {
-            *waiting > 0 && now.saturating_duration_since(*last) >= STUCK_AFTER
-        })
+        .find(|(_, (waiting, last))| *waiting > 0 && now.saturating_duration_since(*last) >= after)
         .map(|(name, _)| *name)
 }
 
