@@ -222,7 +222,7 @@ pub(super) async fn upload_loop(
             }
             Disposition::FatalConfig => {
                 if sh.mode == Mode::Once {
-                    tracing::error!(error = %failure, "bucket or credential problem");
+                    tracing::error!(error = %failure, "bucket, credential or clock problem; the error says what to fix");
                     return (
                         attempts,
                         FileResult::Deferred {

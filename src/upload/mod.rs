@@ -9,6 +9,7 @@
 //! result is an [`Outcome`], passed to finish in a [`Report`].
 
 mod attempts;
+pub mod fixit;
 pub mod hash;
 pub mod keys;
 pub mod multipart;
@@ -73,7 +74,7 @@ pub enum FileResult {
     /// S3 trouble that may pass (outage, throttling, paused inbox at `once`): the file stays
     /// in the inbox and is tried again later.
     Deferred { reason: String },
-    /// Its inbox is paused (bucket or credential problem): the file stays in the inbox and
+    /// Its inbox is paused (bucket, credential or clock problem): the file stays in the inbox and
     /// is offered again at `until`, when one file probes whether the problem is gone.
     Paused { reason: String, until: Instant },
     /// The file changed or vanished while being processed: it goes round again once stable.

@@ -2,7 +2,7 @@
 //! SHA-256 checksum, HEAD, and the one pure function that classifies errors.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -24,8 +24,9 @@ pub enum Disposition {
     AlreadyExists,
     /// The server says the body does not match its checksum: the file may have changed.
     BadDigest,
-    /// Bucket or credentials problem: every file of the inbox would fail the same way, so
-    /// pause the inbox instead of failing files.
+    /// Bucket, credentials or clock problem: every file of the inbox would fail the same way,
+    /// so pause the inbox instead of failing files (with a fix-it message, see
+    /// [`super::fixit`]).
     FatalConfig,
     /// This file can never be uploaded as it is (e.g. 400 InvalidArgument, EntityTooLarge).
     Permanent,
@@ -71,12 +72,12 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
                 | "RequestTimeout"
                 | "InternalError"
                 | "ServiceUnavailable"
-                | "RequestTimeTooSkewed"
-                | "ExpiredToken"
                 | "OperationAborted"
                 | "TooManyRequests",
             ),
         ) => Retry,
+        // No retry cures these; the SDK has already corrected a clock skew it could measure
+        // and retried, so a skew error that gets here needs the clock fixed.
         (
             _,
             Some(
@@ -84,6 +85,9 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
                 | "AccessDenied"
                 | "InvalidAccessKeyId"
                 | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "TokenRefreshRequired"
+                | "RequestTimeTooSkewed"
                 | "AllAccessDisabled"
                 | "InvalidBucketName"
                 | "AccountProblem"
@@ -134,6 +138,13 @@ where
     };
     if let Some(s) = status {
         message = format!("{message} (HTTP {s})");
+    }
+    if disposition == Disposition::FatalConfig {
+        let date = err.raw_response().and_then(|r| r.headers().get("date"));
+        let skew = super::fixit::skew(date, SystemTime::now());
+        if let Some(hint) = super::fixit::hint(code, status, skew) {
+            message = format!("{message}: {hint}");
+        }
     }
     S3Failure {
         disposition,
@@ -373,6 +384,24 @@ mod tests {
         assert_eq!(classify(Response, Some(503), Some("SlowDown")), Retry);
         assert_eq!(classify(Response, Some(500), Some("InternalError")), Retry);
         assert_eq!(classify(Response, Some(502), None), Retry);
+        // Operator errors pause the inbox: no retry cures them.
+        for code in [
+            "ExpiredToken",
+            "RequestTimeTooSkewed",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+        ] {
+            assert_eq!(
+                classify(Response, Some(403), Some(code)),
+                FatalConfig,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            classify(Response, Some(400), Some("ExpiredToken")),
+            FatalConfig
+        );
         assert_eq!(classify(Response, Some(429), None), Retry);
         assert_eq!(
             classify(Response, Some(412), Some("PreconditionFailed")),
