@@ -39,6 +39,8 @@ pub(super) struct RawS3 {
     pub(super) force_path_style: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub(super) connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) stall_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

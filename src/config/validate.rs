@@ -58,11 +58,16 @@ impl<'a> Ctx<'a> {
         {
             return Err(self.err("s3.endpoint", "must start with http:// or https://"));
         }
+        let stall_timeout = raw.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
+        if stall_timeout < Duration::from_secs(1) {
+            return Err(self.err("s3.stall_timeout", "must be at least 1s"));
+        }
         Ok(S3Settings {
             endpoint: raw.endpoint,
             region: raw.region.unwrap_or_else(|| "us-east-1".into()),
             force_path_style,
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            stall_timeout,
         })
     }
 

@@ -18,8 +18,12 @@ use crate::stall::FsGuard;
 /// What to do about a failed S3 call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Network trouble, throttling, 5xx: try again later.
+    /// Throttling, 500, a conflict of the moment: this request may work if sent again later.
     Retry,
+    /// The endpoint cannot be reached (connection refused or reset, DNS, TLS, timeout, a
+    /// stalled request, 502/503/504 without a throttling code): not this file's problem. The
+    /// file waits at the outage gate ([`super::gate`]) without spending attempts.
+    Unreachable,
     /// 412 on a create-only write: something is already at the key; look at it.
     AlreadyExists,
     /// The server says the body does not match its checksum: the file may have changed.
@@ -53,7 +57,7 @@ pub enum Transport {
 pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -> Disposition {
     use Disposition::*;
     match transport {
-        Transport::Network => return Retry,
+        Transport::Network => return Unreachable,
         Transport::Construction => return Permanent,
         Transport::Response => {}
     }
@@ -63,19 +67,25 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
         (_, Some("NoSuchUpload")) => UploadGone,
         (_, Some("InvalidPart" | "InvalidPartOrder")) => PartsMissing,
         (_, Some("ConditionalRequestConflict")) => Retry,
+        // Throttling and the server's own hiccups: per file, with backoff (the endpoint is
+        // there, it only asks us to slow down).
         (
             _,
             Some(
                 "SlowDown"
                 | "Throttling"
                 | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "BandwidthLimitExceeded"
                 | "RequestTimeout"
                 | "InternalError"
-                | "ServiceUnavailable"
                 | "OperationAborted"
-                | "TooManyRequests",
+                | "TooManyRequests"
+                | "TooManyRequestsException",
             ),
         ) => Retry,
+        // A server that is not ready (MinIO starting, Garage without quorum) says this.
+        (_, Some("ServiceUnavailable")) => Unreachable,
         // No retry cures these; the SDK has already corrected a clock skew it could measure
         // and retried, so a skew error that gets here needs the clock fixed.
         (
@@ -99,6 +109,8 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
         // HEAD answers carry no error body: judge by status alone.
         (Some(401 | 403), _) => FatalConfig,
         (Some(301 | 307), _) => FatalConfig,
+        // A gateway with no server behind it, or a server that is down.
+        (Some(502..=504), _) => Unreachable,
         (Some(408 | 409 | 429), _) => Retry,
         (Some(500..=599), _) => Retry,
         _ => Permanent,
@@ -190,7 +202,7 @@ pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
         .timeout_config(timeouts)
         .load()
         .await;
-    let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+    let mut b = aws_sdk_s3::config::Builder::from(&sdk).interceptor(super::liveness::Liveness);
     if let Some(ep) = &s3.endpoint {
         b = b.endpoint_url(ep);
     }
@@ -215,6 +227,8 @@ pub struct Put<'a> {
     pub replace_etag: Option<&'a str>,
     /// Replace whatever is there (on_conflict = "overwrite").
     pub unconditional: bool,
+    /// Given up after this long without progress (`s3.stall_timeout`).
+    pub stall: Duration,
 }
 
 /// Why an upload did not happen.
@@ -260,9 +274,9 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
     } else if !p.unconditional {
         req = req.if_none_match("*");
     }
-    match req.send().await {
+    match super::liveness::watched(p.stall, req.send()).await {
         Ok(out) => Ok(out.e_tag().map(str::to_owned)),
-        Err(e) => Err(PutError::S3(failure(&e))),
+        Err(f) => Err(PutError::S3(f)),
     }
 }
 
@@ -379,11 +393,20 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(classify(Network, None, None), Retry);
+        assert_eq!(classify(Network, None, None), Unreachable);
         assert_eq!(classify(Construction, None, None), Permanent);
         assert_eq!(classify(Response, Some(503), Some("SlowDown")), Retry);
         assert_eq!(classify(Response, Some(500), Some("InternalError")), Retry);
-        assert_eq!(classify(Response, Some(502), None), Retry);
+        assert_eq!(classify(Response, Some(500), None), Retry);
+        assert_eq!(classify(Response, Some(503), Some("Throttling")), Retry);
+        // Down, not throttling: the outage gate, not per-file retries.
+        assert_eq!(classify(Response, Some(502), None), Unreachable);
+        assert_eq!(classify(Response, Some(503), None), Unreachable);
+        assert_eq!(classify(Response, Some(504), None), Unreachable);
+        assert_eq!(
+            classify(Response, Some(503), Some("ServiceUnavailable")),
+            Unreachable
+        );
         // Operator errors pause the inbox: no retry cures them.
         for code in [
             "ExpiredToken",
