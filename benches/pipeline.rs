@@ -18,6 +18,10 @@
 //! - W3: one 1 GiB file: MB/s of the upload phase and the daemon's peak RSS (wait4).
 //! - W4: 40 × 64 KiB dropped one at a time into `inboxd run`: drop → object latency beyond the
 //!   settle window, p50 / p99.
+//! - W5: 64 × 64 KiB waiting in `inboxd run` through a 70 s outage (connections refused) and a
+//!   45 s one (server hung: connections accepted, nothing answered): time from the server's
+//!   return until the inbox is drained, and the daemon's WARN/ERROR lines
+//!   (`workloads/outage.rs`; in-process server only, about 2.5 minutes).
 //!
 //! `BENCH_ONLY=w2,w3` runs a subset; `BENCH_KEEP=1` keeps every workspace (config, daemon stdout
 //! and stderr, done/) and prints where.
@@ -25,6 +29,8 @@
 //! The upload phase is the daemon's own `busy_ms` (first file reaching the upload stage → last
 //! outcome recorded), logged with its final "inboxd stopped" line; settle time is not in it.
 
+#[path = "workloads/outage.rs"]
+mod outage;
 #[path = "../tests/support/s3.rs"]
 mod s3;
 
@@ -70,7 +76,13 @@ fn main() {
     let mut sanity = Vec::new();
 
     type Workload = fn(&tokio::runtime::Runtime, &Endpoint, &mut Vec<Row>, &mut Vec<String>);
-    let workloads: [(&str, Workload); 4] = [("w1", w1), ("w2", w2), ("w3", w3), ("w4", w4)];
+    let workloads: [(&str, Workload); 5] = [
+        ("w1", w1),
+        ("w2", w2),
+        ("w3", w3),
+        ("w4", w4),
+        ("w5", outage::w5),
+    ];
     // BENCH_ONLY=w2,w4 runs a subset (while profiling one workload).
     let only = std::env::var("BENCH_ONLY")
         .unwrap_or_default()

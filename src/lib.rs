@@ -9,7 +9,7 @@
 //! | [`watch`] | kernel events, startup sweep, periodic rescan, polling | [`watch::Candidate`] | say which paths may hold a new file |
 //! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing), apply ignore rules |
 //! | [`batch`] | `ReadyFile` | [`batch::Batched`] | place each file in a batch (max files, max bytes, time window) and pass it on at once; say when a batch closes |
-//! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause |
+//! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause; wait out an unreachable endpoint as one event |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
 //!
 //! Every stage imports only the types of the stages before it. Run-wide state that all of them
@@ -25,7 +25,7 @@
 //!
 //! | from | what happens | back into |
 //! |---|---|---|
-//! | [`finish`] | a deferred file (S3 unreachable, unreadable for now), a paused inbox's file, a file whose move failed: `claims.defer(path, until)`; a file changed while uploaded: claim released | [`settle`], which keeps every file in view in daemon mode and offers it again when its claim allows (no rescan needed) |
+//! | [`finish`] | a deferred file (S3 refused it too often, unreadable for now), a paused inbox's file, a file whose move failed: `claims.defer(path, until)`; a file changed while uploaded: claim released | [`settle`], which keeps every file in view in daemon mode and offers it again when its claim allows (no rescan needed) |
 //! | [`upload`] | a stalled inbox (its share does not answer, see [`stall`]): the file is handed back as paused until the next look | the same way, through [`finish`] |
 //! | [`watch`] | periodic rescans and polls find every file again | [`settle`], which ignores files it already has in view |
 //!

@@ -161,6 +161,7 @@ pub async fn run(
     };
     let upload = UploadStage {
         client: client.clone(),
+        s3: settings.s3.clone(),
         inboxes: inboxes.clone(),
         settings: settings.upload.clone(),
         max_batch_files: settings.batch.max_files,

@@ -102,6 +102,10 @@ pub struct S3Settings {
     /// Certificates (PEM) trusted for the endpoint besides the system's, from `ca_file`;
     /// read and checked when the configuration is loaded.
     pub ca_pem: Option<Vec<u8>>,
+    /// How long an S3 request may go without any progress (no byte of its body taken by the
+    /// connection, no answer) before it counts as a network failure; see
+    /// [`crate::upload::liveness`].
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +166,13 @@ pub const MIB: u64 = 1024 * 1024;
 /// Default `inbox.fs_timeout`: far longer than any healthy disk or share needs for one call
 /// (or between two chunks of a long read), short enough that a hung share is noticed soon.
 pub const DEFAULT_FS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default `s3.stall_timeout`. A healthy S3 server answers a request within a second or two
+/// of receiving its body, and takes more of a body every few milliseconds; 30 s without any of
+/// that is far outside normal operation, even on a loaded server or a slow uplink (where the
+/// only unseen stretch is the last bytes that wait in the kernel's send buffer), and short
+/// enough that a hung server costs half a minute, not forever.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default `upload.concurrency`. 32: a full default batch (20 files) goes out in one round
 /// trip, with room for the parts of a large file beside it. Uploads wait on the network, not
@@ -370,6 +381,7 @@ bucket = "b"
         assert!(s.inboxes[0].done_dir.ends_with("done"));
         assert_eq!(s.upload.on_conflict, OnConflict::Rename);
         assert!(!s.s3.force_path_style);
+        assert_eq!(s.s3.stall_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -384,6 +396,8 @@ bucket = "b"
         assert!(e.to_string().contains("upload.concurrency"), "{e}");
         let e = load_str(&format!("{GOOD}\n[upload]\nconcurency = 3\n")).unwrap_err();
         assert!(e.to_string().contains("concurency"), "{e}");
+        let e = load_str(&format!("{GOOD}\n[s3]\nstall_timeout = \"500ms\"\n")).unwrap_err();
+        assert!(e.to_string().contains("s3.stall_timeout"), "{e}");
         let e = load_str(&format!("{GOOD}\n[batch]\nwindow = \"soon\"\n")).unwrap_err();
         assert!(e.to_string().contains("batch.window"), "{e}");
         let e = load_str(&GOOD.replace("bucket = \"b\"", "")).unwrap_err();

@@ -42,6 +42,8 @@ pub(super) struct RawS3 {
     #[serde(default, with = "humantime_serde")]
     pub(super) connect_timeout: Option<Duration>,
     pub(super) ca_file: Option<std::path::PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) stall_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,11 +74,16 @@ impl<'a> Ctx<'a> {
                 )
             }
         };
+        let stall_timeout = raw.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
+        if stall_timeout < Duration::from_secs(1) {
+            return Err(self.err("s3.stall_timeout", "must be at least 1s"));
+        }
         Ok(S3Settings {
             endpoint: raw.endpoint,
             region: raw.region,
             force_path_style,
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            stall_timeout,
             ca_pem,
         })
     }

@@ -4,6 +4,7 @@
 //! abandoned earlier version, or a conflict under `on_conflict`).
 
 use super::capabilities::{self, Cond};
+use super::gate::Blocked;
 use super::pause::Admit;
 use super::s3::{self, Disposition, Put, PutError};
 use super::{FileResult, Job, Shared, backoff, changed_since, keys, multipart};
@@ -61,6 +62,11 @@ pub(super) async fn upload_loop(
             // Shutting down and this upload has not started: it stays for the next start.
             return (attempts, FileResult::Interrupted);
         }
+        // While the endpoint cannot be reached, the file waits here without spending attempts.
+        let attempt = match sh.gate.pass(&sh.intake).await {
+            Ok(a) => a,
+            Err(blocked) => return (attempts, blocked_result(blocked)),
+        };
         attempts += 1;
         let res = match &body {
             Body::Single { content, md5 } => {
@@ -78,6 +84,7 @@ pub(super) async fn upload_loop(
                         sha256: sha,
                         replace_etag: replace_etag.as_deref(),
                         unconditional,
+                        stall: sh.stall,
                     },
                 )
                 .await
@@ -203,8 +210,22 @@ pub(super) async fn upload_loop(
             // Whatever this says, it is not a verdict on the bucket or the credentials.
             pause.probe_inconclusive();
         }
+        if disposition == Disposition::Unreachable {
+            match sh.gate.failed(attempt, &failure.message, &sh.intake).await {
+                Err(blocked) => return (attempts, blocked_result(blocked)),
+                // The endpoint was down (the gate has said so, once for all files) and is
+                // back: not this file's failure, so no attempt is spent and no line written.
+                Ok(false) => continue,
+                // The endpoint answers: the failure is this request's own (a reset of this
+                // upload, say). Counted like any transient error, so it cannot go on forever.
+                Ok(true) => {}
+            }
+        } else {
+            drop(attempt);
+        }
         match disposition {
             Disposition::Retry
+            | Disposition::Unreachable
             | Disposition::AlreadyExists
             | Disposition::BadDigest
             | Disposition::UploadGone
@@ -227,7 +248,7 @@ pub(super) async fn upload_loop(
             }
             Disposition::FatalConfig => {
                 if sh.mode == Mode::Once {
-                    tracing::error!(error = %failure, "bucket or credential problem");
+                    tracing::error!(error = %failure, "bucket, credential or clock problem; the error says what to fix");
                     return (
                         attempts,
                         FileResult::Deferred {
@@ -253,6 +274,15 @@ pub(super) async fn upload_loop(
                 );
             }
         }
+    }
+}
+
+/// What a file that did not get through the outage gate becomes.
+fn blocked_result(blocked: Blocked) -> FileResult {
+    match blocked {
+        Blocked::Interrupted => FileResult::Interrupted,
+        // `once`: the endpoint stayed unreachable; the file stays for the next run.
+        Blocked::GaveUp(reason) => FileResult::Deferred { reason },
     }
 }
 
@@ -286,15 +316,18 @@ async fn on_existing_object(
     target: &mut Target<'_>,
 ) -> Existing {
     let key = target.key.clone();
-    let h = match s3::head(&sh.client, &inbox.bucket, &key).await {
-        Ok(Some(h)) => h,
-        Ok(None) => {
+    let looked = super::liveness::watch(sh.stall, s3::head(&sh.client, &inbox.bucket, &key)).await;
+    let h = match looked {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => {
             // It went away meanwhile: just try again, create-only (an object we meant to
             // replace is gone too).
             *target.replace_etag = None;
             return Existing::TryAgain;
         }
-        Err(hf) => return Existing::HeadFailed(hf.disposition),
+        Ok(Err(hf)) => return Existing::HeadFailed(hf.disposition),
+        // No answer: a hung server, like a refused connection.
+        Err(_stalled) => return Existing::HeadFailed(Disposition::Unreachable),
     };
     if h.sha256.as_deref() == Some(hex) && h.size == Some(file.size as i64) {
         // Exactly our content is already there: an earlier attempt (before a crash, or whose

@@ -7,12 +7,22 @@
 //! conditional PUT, or a resumable multipart upload, with SHA-256 checksums the server
 //! verifies → classify any error → retry, pause the inbox, defer, or fail the file. The
 //! result is an [`Outcome`], passed to finish in a [`Report`].
+//!
+//! An endpoint that cannot be reached is one event, not a failure of every file: the outage
+//! [`gate`] holds every attempt while one prober asks the endpoint, and releases them all at
+//! its first answer (decisions in [`outage`]). A request that stops making progress counts as
+//! unreachable ([`liveness`]). Credential, clock and bucket errors pause the inbox ([`pause`])
+//! with a fix-it message ([`fixit`]).
 
 mod attempts;
 pub mod capabilities;
+pub mod fixit;
+pub mod gate;
 pub mod hash;
 pub mod keys;
+pub mod liveness;
 pub mod multipart;
+pub mod outage;
 pub mod pause;
 mod reading;
 pub mod s3;
@@ -29,12 +39,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::batch::{Batched, Summary};
-use crate::config::{InboxSettings, UploadSettings};
+use crate::config::{InboxSettings, S3Settings, UploadSettings};
 use crate::ledger::{Ledger, Record, State};
 use crate::run::Mode;
 use crate::settle::{Kind, ReadyFile, Signature};
 use crate::stall::FsGuard;
 use attempts::{Body, upload_loop};
+use gate::Gate;
 use pause::Pause;
 use reading::{UnreadableSince, changed_since};
 
@@ -77,7 +88,7 @@ pub enum FileResult {
     /// S3 trouble that may pass (outage, throttling, paused inbox at `once`): the file stays
     /// in the inbox and is tried again later.
     Deferred { reason: String },
-    /// Its inbox is paused (bucket or credential problem): the file stays in the inbox and
+    /// Its inbox is paused (bucket, credential or clock problem): the file stays in the inbox and
     /// is offered again at `until`, when one file probes whether the problem is gone.
     Paused { reason: String, until: Instant },
     /// The file changed or vanished while being processed: it goes round again once stable.
@@ -115,10 +126,15 @@ struct Shared {
     intake: CancellationToken,
     /// Cancelled when the grace period is over: uploads still running are abandoned.
     abort: CancellationToken,
+    /// Every attempt passes it; closed while the endpoint cannot be reached.
+    gate: Arc<Gate>,
+    /// `s3.stall_timeout`: a request without progress for this long is given up.
+    stall: Duration,
 }
 
 pub struct UploadStage {
     pub client: Client,
+    pub s3: S3Settings,
     pub inboxes: Arc<Vec<InboxSettings>>,
     pub settings: UploadSettings,
     pub max_batch_files: usize,
@@ -151,6 +167,18 @@ impl UploadStage {
         let admission = Arc::new(Semaphore::new(
             self.settings.concurrency * 2 + self.max_batch_files,
         ));
+        // In `once` mode a file waits for an unreachable endpoint as long as a file's retries
+        // would wait between two attempts at most, then stays for the next run.
+        let once_limit = (self.mode == Mode::Once).then_some(self.settings.retry_max);
+        // The prober ends with this stage, or at shutdown (waiting files are interrupted then).
+        let stop_probing = self.intake.child_token();
+        let gate = Gate::start(
+            &self.client,
+            &self.s3,
+            self.inboxes.first().map(|i| i.bucket.clone()),
+            once_limit,
+            stop_probing.clone(),
+        );
         let shared = Arc::new(Shared {
             uploads: Semaphore::new(self.settings.concurrency),
             parts: Semaphore::new(part_slots(self.settings.concurrency)),
@@ -167,6 +195,8 @@ impl UploadStage {
             known: self.known,
             intake: self.intake,
             abort: self.abort,
+            gate,
+            stall: self.s3.stall_timeout,
         });
         let tracker = TaskTracker::new();
         while let Some(item) = input.recv().await {
@@ -194,6 +224,7 @@ impl UploadStage {
         }
         tracker.close();
         tracker.wait().await;
+        stop_probing.cancel();
     }
 }
 

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 
 use super::capabilities::{self, Cond};
+use super::liveness::watched;
 use super::s3::{Disposition, PutError, S3Failure};
 use super::{Job, Shared, backoff, changed_since};
 use crate::config::MIB;
@@ -130,17 +131,18 @@ pub(super) async fn send(
             id
         }
         None => {
+            let create = client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .metadata("sha256", whole_hex)
+                .send();
             let created = tokio::select! {
-                r = client
-                    .create_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .metadata("sha256", whole_hex)
-                    .send() => r,
+                r = watched(sh.stall, create) => r,
                 _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
             };
-            let created = created.map_err(|e| PutError::S3(s3_failure(&e)))?;
+            let created = created.map_err(PutError::S3)?;
             let Some(id) = created.upload_id().map(str::to_owned) else {
                 return Err(PutError::S3(S3Failure {
                     disposition: Disposition::Retry,
@@ -283,7 +285,7 @@ pub(super) async fn send(
             return Err(PutError::Interrupted);
         };
         tokio::select! {
-            r = req.send() => r,
+            r = watched(sh.stall, req.send()) => r,
             _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
         }
     };
@@ -294,8 +296,7 @@ pub(super) async fn send(
             rec.part_size = None;
             Ok(out.e_tag().map(str::to_owned))
         }
-        Err(e) => {
-            let f = s3_failure(&e);
+        Err(f) => {
             if f.disposition == Disposition::UploadGone {
                 // Completed already (an earlier answer was lost) or gone: either way this
                 // upload id is finished. Let the caller look at what the key holds.
@@ -408,15 +409,16 @@ async fn upload_part(
             .body(body)
             .send();
         let res = tokio::select! {
-            r = send => r,
+            r = watched(sh.stall, send) => r,
             _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
         };
         drop(permit);
-        let e = match res {
+        let f = match res {
             Ok(out) => return Ok((n, out.e_tag().unwrap_or_default().to_owned())),
-            Err(e) => e,
+            Err(f) => f,
         };
-        let f = s3_failure(&e);
+        // Anything but a transient error of this part ends the upload's round (an unreachable
+        // endpoint: the whole file waits at the outage gate, then resumes from stored parts).
         if f.disposition != Disposition::Retry {
             return Err(PutError::S3(f));
         }

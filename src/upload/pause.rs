@@ -79,7 +79,7 @@ impl Pause {
         match st.as_mut() {
             None => {
                 tracing::error!(inbox = %self.inbox, reason, retry_in = ?self.initial,
-                    "inbox paused: bucket or credential problem; its files stay in the inbox until it is fixed");
+                    "inbox paused: bucket, credential or clock problem (the reason says what to fix); its files stay in the inbox until it is fixed");
                 let until = now + self.initial;
                 *st = Some(Paused {
                     reason: reason.to_owned(),

@@ -2,7 +2,7 @@
 //! SHA-256 checksum, HEAD, and the one pure function that classifies errors.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
@@ -19,14 +19,19 @@ use crate::stall::FsGuard;
 /// What to do about a failed S3 call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Network trouble, throttling, 5xx: try again later.
+    /// Throttling, 500, a conflict of the moment: this request may work if sent again later.
     Retry,
+    /// The endpoint cannot be reached (connection refused or reset, DNS, TLS, timeout, a
+    /// stalled request, 502/503/504 without a throttling code): not this file's problem. The
+    /// file waits at the outage gate ([`super::gate`]) without spending attempts.
+    Unreachable,
     /// 412 on a create-only write: something is already at the key; look at it.
     AlreadyExists,
     /// The server says the body does not match its checksum: the file may have changed.
     BadDigest,
-    /// Bucket or credentials problem: every file of the inbox would fail the same way, so
-    /// pause the inbox instead of failing files.
+    /// Bucket, credentials or clock problem: every file of the inbox would fail the same way,
+    /// so pause the inbox instead of failing files (with a fix-it message, see
+    /// [`super::fixit`]).
     FatalConfig,
     /// This file can never be uploaded as it is (e.g. 400 InvalidArgument, EntityTooLarge).
     Permanent,
@@ -53,7 +58,7 @@ pub enum Transport {
 pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -> Disposition {
     use Disposition::*;
     match transport {
-        Transport::Network => return Retry,
+        Transport::Network => return Unreachable,
         Transport::Construction => return Permanent,
         Transport::Response => {}
     }
@@ -63,21 +68,27 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
         (_, Some("NoSuchUpload")) => UploadGone,
         (_, Some("InvalidPart" | "InvalidPartOrder")) => PartsMissing,
         (_, Some("ConditionalRequestConflict")) => Retry,
+        // Throttling and the server's own hiccups: per file, with backoff (the endpoint is
+        // there, it only asks us to slow down).
         (
             _,
             Some(
                 "SlowDown"
                 | "Throttling"
                 | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "BandwidthLimitExceeded"
                 | "RequestTimeout"
                 | "InternalError"
-                | "ServiceUnavailable"
-                | "RequestTimeTooSkewed"
-                | "ExpiredToken"
                 | "OperationAborted"
-                | "TooManyRequests",
+                | "TooManyRequests"
+                | "TooManyRequestsException",
             ),
         ) => Retry,
+        // A server that is not ready (MinIO starting, Garage without quorum) says this.
+        (_, Some("ServiceUnavailable")) => Unreachable,
+        // No retry cures these; the SDK has already corrected a clock skew it could measure
+        // and retried, so a skew error that gets here needs the clock fixed.
         (
             _,
             Some(
@@ -85,6 +96,9 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
                 | "AccessDenied"
                 | "InvalidAccessKeyId"
                 | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "TokenRefreshRequired"
+                | "RequestTimeTooSkewed"
                 | "AllAccessDisabled"
                 | "InvalidBucketName"
                 | "AccountProblem"
@@ -96,6 +110,8 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
         // HEAD answers carry no error body: judge by status alone.
         (Some(401 | 403), _) => FatalConfig,
         (Some(301 | 307), _) => FatalConfig,
+        // A gateway with no server behind it, or a server that is down.
+        (Some(502..=504), _) => Unreachable,
         (Some(408 | 409 | 429), _) => Retry,
         (Some(500..=599), _) => Retry,
         _ => Permanent,
@@ -135,6 +151,13 @@ where
     };
     if let Some(s) = status {
         message = format!("{message} (HTTP {s})");
+    }
+    if disposition == Disposition::FatalConfig {
+        let date = err.raw_response().and_then(|r| r.headers().get("date"));
+        let skew = super::fixit::skew(date, SystemTime::now());
+        if let Some(hint) = super::fixit::hint(code, status, skew) {
+            message = format!("{message}: {hint}");
+        }
     }
     S3Failure {
         disposition,
@@ -189,7 +212,7 @@ pub async fn client(s3: &S3Settings, upload: &UploadSettings) -> Client {
         loader = loader.http_client(https_trusting(pem));
     }
     let sdk = loader.load().await;
-    let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+    let mut b = aws_sdk_s3::config::Builder::from(&sdk).interceptor(super::liveness::Liveness);
     if let Some(ep) = &s3.endpoint {
         b = b.endpoint_url(ep);
     }
@@ -234,6 +257,8 @@ pub struct Put<'a> {
     pub replace_etag: Option<&'a str>,
     /// Replace whatever is there (on_conflict = "overwrite").
     pub unconditional: bool,
+    /// Given up after this long without progress (`s3.stall_timeout`).
+    pub stall: Duration,
 }
 
 /// Why an upload did not happen.
@@ -283,9 +308,9 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
     } else if !p.unconditional {
         req = req.if_none_match("*");
     }
-    match req.send().await {
+    match super::liveness::watched(p.stall, req.send()).await {
         Ok(out) => Ok(out.e_tag().map(str::to_owned)),
-        Err(e) => Err(PutError::S3(failure(&e))),
+        Err(f) => Err(PutError::S3(f)),
     }
 }
 
@@ -402,11 +427,38 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(classify(Network, None, None), Retry);
+        assert_eq!(classify(Network, None, None), Unreachable);
         assert_eq!(classify(Construction, None, None), Permanent);
         assert_eq!(classify(Response, Some(503), Some("SlowDown")), Retry);
         assert_eq!(classify(Response, Some(500), Some("InternalError")), Retry);
-        assert_eq!(classify(Response, Some(502), None), Retry);
+        assert_eq!(classify(Response, Some(500), None), Retry);
+        assert_eq!(classify(Response, Some(503), Some("Throttling")), Retry);
+        // Down, not throttling: the outage gate, not per-file retries.
+        assert_eq!(classify(Response, Some(502), None), Unreachable);
+        assert_eq!(classify(Response, Some(503), None), Unreachable);
+        assert_eq!(classify(Response, Some(504), None), Unreachable);
+        assert_eq!(
+            classify(Response, Some(503), Some("ServiceUnavailable")),
+            Unreachable
+        );
+        // Operator errors pause the inbox: no retry cures them.
+        for code in [
+            "ExpiredToken",
+            "RequestTimeTooSkewed",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+        ] {
+            assert_eq!(
+                classify(Response, Some(403), Some(code)),
+                FatalConfig,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            classify(Response, Some(400), Some("ExpiredToken")),
+            FatalConfig
+        );
         assert_eq!(classify(Response, Some(429), None), Retry);
         assert_eq!(
             classify(Response, Some(412), Some("PreconditionFailed")),

@@ -2,8 +2,11 @@
 //!
 //! s3s 0.14.1 serves the S3 protocol (SigV4 verified through `SimpleAuth`), s3s-fs stores the
 //! objects as plain files below a root directory (one top-level directory per bucket), and a
-//! scripted fault plan can reject, delay or "fail after success" any operation, optionally only
-//! for one object key.
+//! scripted fault plan can reject, delay, throttle or "fail after success" any operation,
+//! optionally only for one object key. The whole server can also go down (connections refused)
+//! or hang (connections accepted, nothing answered) and come back, like a real server process
+//! that is stopped, frozen and restarted ([`TestS3::go_down`], [`TestS3::hang`],
+//! [`TestS3::come_back`]).
 //!
 //! Self-contained on purpose: `examples/quickstart.rs` includes this file with
 //! `#[path = "../tests/support/s3.rs"] mod s3;`, so it must not refer to anything outside itself.
@@ -144,6 +147,14 @@ pub enum FaultKind {
     /// Let the backend perform the operation, then answer with this error anyway
     /// ("succeeded on the server, failed for the client").
     FailAfter(S3ErrorCode),
+    /// Read the request body at most this many bytes per second (a slow link that keeps
+    /// moving), then serve the request normally.
+    Throttle(u64),
+    /// Close the connection without an answer (a reset, as from a crashing proxy).
+    Reset,
+    /// Like `Reject`, with a `Date` header this many seconds ahead of the real clock (negative:
+    /// behind), as a server whose clock differs from ours answers.
+    RejectDated(S3ErrorCode, i64),
 }
 
 /// One scripted fault: a kind, an optional object key it is limited to, and how often it fires.
@@ -166,6 +177,19 @@ impl Fault {
 
     pub fn fail_after(code: S3ErrorCode) -> Self {
         Self::new(FaultKind::FailAfter(code))
+    }
+
+    pub fn reset() -> Self {
+        Self::new(FaultKind::Reset)
+    }
+
+    pub fn throttle(bytes_per_sec: u64) -> Self {
+        Self::new(FaultKind::Throttle(bytes_per_sec))
+    }
+
+    /// Rejects with `code` and a `Date` header `server_ahead` seconds off the real clock.
+    pub fn reject_dated(code: S3ErrorCode, server_ahead: i64) -> Self {
+        Self::new(FaultKind::RejectDated(code, server_ahead))
     }
 
     fn new(kind: FaultKind) -> Self {
@@ -231,6 +255,13 @@ impl FaultPlan {
             .filter(|(o, _)| *o == op)
             .map(|(_, f)| f.times.unwrap_or(usize::MAX))
             .fold(0, usize::saturating_add)
+    }
+
+    /// True when a `Throttle` fault is pending.
+    fn throttles(&self) -> bool {
+        lock(&self.entries)
+            .iter()
+            .any(|(_, f)| matches!(f.kind, FaultKind::Throttle(_)))
     }
 
     /// True when no fault of any operation is left to fire.
@@ -336,6 +367,7 @@ struct FaultLayer {
     plan: Arc<FaultPlan>,
     stats: Arc<Stats>,
     backend: Backend,
+    power: tokio::sync::watch::Receiver<Power>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -363,8 +395,37 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
         };
         let inner = self.inner.clone();
         let backend = self.backend.clone();
+        let hung = *self.power.borrow() == Power::Hung;
         Box::pin(async move {
+            if hung {
+                // A hung server reads nothing and answers nothing; the connection dies when the
+                // server "restarts" (TestS3::come_back).
+                std::future::pending::<()>().await;
+            }
             match fault {
+                Some(FaultKind::RejectDated(code, ahead)) => {
+                    let _ = req.into_body().collect().await;
+                    let err = S3Error::with_message(code, "injected by the test fault plan");
+                    let mut res = err.to_http_response().expect("serialize injected S3 error");
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock after 1970")
+                        .as_secs() as i64;
+                    let date = aws_sdk_s3::primitives::DateTime::from_secs(now + ahead)
+                        .fmt(aws_sdk_s3::primitives::DateTimeFormat::HttpDate)
+                        .expect("format an HTTP date");
+                    res.headers_mut().insert(
+                        http::header::DATE,
+                        http::HeaderValue::from_str(&date).expect("an HTTP date is a header value"),
+                    );
+                    Ok(res)
+                }
+                Some(FaultKind::Reset) => Err(s3s::HttpError::new(
+                    "injected by the test fault plan: connection closed".into(),
+                )),
+                Some(FaultKind::Throttle(rate)) => {
+                    backend.run(inner, req.map(|b| throttled(b, rate))).await
+                }
                 Some(FaultKind::Reject(code)) => {
                     // Drain the body so the client reads a clean error, not a reset connection.
                     let _ = req.into_body().collect().await;
@@ -375,12 +436,27 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for FaultLaye
                     // The delay is "before the server reads the request": a client that goes
                     // away meanwhile takes the request with it, as with a real server.
                     tokio::time::sleep(d).await;
-                    backend.run(inner, req).await
+                    backend.run(inner, req.map(s3s::Body::from)).await
                 }
-                _ => backend.run(inner, req).await,
+                _ => backend.run(inner, req.map(s3s::Body::from)).await,
             }
         })
     }
+}
+
+/// The body read at most `rate` bytes per second: after each chunk, a pause as long as the
+/// chunk takes at that rate. The client sees a slow link that keeps moving.
+fn throttled(body: hyper::body::Incoming, rate: u64) -> s3s::Body {
+    use futures::StreamExt as _;
+    let rate = rate.max(1);
+    let chunks = body.into_data_stream().then(move |chunk| async move {
+        if let Ok(bytes) = &chunk {
+            let pause = Duration::from_secs_f64(bytes.len() as f64 / rate as f64);
+            tokio::time::sleep(pause).await;
+        }
+        chunk.map(hyper::body::Frame::data)
+    });
+    s3s::Body::http_body_unsync(http_body_util::StreamBody::new(chunks))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,13 +488,13 @@ impl Backend {
     async fn run(
         &self,
         inner: S3Service,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<s3s::Body>,
     ) -> Result<s3s::HttpResponse, s3s::HttpError> {
         self.running.send_modify(|n| *n += 1);
         let running = Running(self.running.clone());
         let task = tokio::spawn(async move {
             let _running = running;
-            inner.call(req.map(s3s::Body::from)).await
+            inner.call(req).await
         });
         match task.await {
             Ok(res) => res,
@@ -635,6 +711,145 @@ impl S3 for FaultyFs {
 // The server
 // ---------------------------------------------------------------------------------------------
 
+/// Whether the server runs, like a real server process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    /// Serving.
+    Up,
+    /// Stopped: nothing listens on the port (connections are refused), and the connections
+    /// it had were closed.
+    Down,
+    /// Hung (a frozen process): connections are accepted, nothing is read or answered.
+    Hung,
+}
+
+/// The connections being served, so that a stop or restart can close them.
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl Connections {
+    fn add(&self, task: tokio::task::AbortHandle) {
+        let mut all = lock(&self.0);
+        all.retain(|t| !t.is_finished());
+        all.push(task);
+    }
+
+    /// Closes every connection (their sockets are dropped with their tasks).
+    fn close_all(&self) {
+        for t in lock(&self.0).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// When the accept loop ends, also by abort ([`TestS3::stop`], drop), its connections end
+/// with it, as when a real server goes down.
+impl Drop for Connections {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+/// Accepts connections on `addr` and serves them as `power` says, until `power`'s sender (the
+/// TestS3) is gone.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    service: FaultLayer,
+    mut power: tokio::sync::watch::Receiver<Power>,
+) {
+    let conns = Connections::default();
+    let mut listener = Some(listener);
+    // Accepted while hung: held open, never read.
+    let mut held: Vec<tokio::net::TcpStream> = Vec::new();
+    let mut was = Power::Up;
+    loop {
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = power.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = *power.borrow_and_update();
+                if now == Power::Down || (was == Power::Hung && now == Power::Up) {
+                    // Stopped, or a hung server restarted: its connections die with it.
+                    conns.close_all();
+                    held.clear();
+                }
+                if now == Power::Down {
+                    listener = None;
+                } else if listener.is_none() {
+                    listener = Some(bind_again(addr).await);
+                }
+                was = now;
+            }
+            accepted = accept => {
+                let Ok((stream, _)) = accepted else {
+                    break;
+                };
+                if *power.borrow() == Power::Hung {
+                    held.push(stream);
+                    continue;
+                }
+                // Without it small requests can stall on Nagle + delayed ACK.
+                let _ = stream.set_nodelay(true);
+                if service.plan.throttles() {
+                    shrink_receive_buffer(&stream);
+                }
+                let svc = service.clone();
+                let task = tokio::spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                conns.add(task.abort_handle());
+            }
+        }
+    }
+    conns.close_all();
+}
+
+/// Keeps the kernel from buffering much of a throttled body. A throttled reader on a paused
+/// test clock reads fast in real time, so the kernel would grow the receive buffer to tens of
+/// MiB and take the whole body at once, hiding the throttle from the client.
+fn shrink_receive_buffer(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket descriptor and a pointer to a c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_RCVBUF): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Listens on `addr` again after a stop (the port was free a moment ago; if something took
+/// it meanwhile, try for a while).
+async fn bind_again(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..200 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("test S3 server: cannot listen on {addr} again");
+}
+
 /// A running in-process S3 server. Dropping it stops accepting connections.
 pub struct TestS3 {
     endpoint: String,
@@ -648,6 +863,7 @@ pub struct TestS3 {
     backend: Backend,
     ignore_conditions: Arc<std::sync::atomic::AtomicBool>,
     ignore_checksums: Arc<std::sync::atomic::AtomicBool>,
+    power: tokio::sync::watch::Sender<Power>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -743,6 +959,7 @@ impl TestS3 {
         let backend = Backend::default();
         let ignore_conditions = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ignore_checksums = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let power = tokio::sync::watch::Sender::new(Power::Up);
 
         let mut builder = S3ServiceBuilder::new(FaultyFs {
             inner: fs,
@@ -757,30 +974,12 @@ impl TestS3 {
             plan: plan.clone(),
             stats: stats.clone(),
             backend: backend.clone(),
+            power: power.subscribe(),
         };
 
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            // The accept loop owns its connections: when it is aborted (drop, `stop`), the set
-            // is dropped and every open connection is cut, as when a real server goes down.
-            // Requests already handed to the backend still finish (see `Backend::run`).
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    break;
-                };
-                while connections.try_join_next().is_some() {}
-                // Without it small requests can stall on Nagle + delayed ACK.
-                let _ = stream.set_nodelay(true);
-                let svc = service.clone();
-                connections.spawn(async move {
-                    let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, addr, service, power.subscribe()));
 
         Ok(Self {
             endpoint: format!("http://{addr}"),
@@ -792,6 +991,7 @@ impl TestS3 {
             backend,
             ignore_conditions,
             ignore_checksums,
+            power,
             task,
         })
     }
@@ -814,6 +1014,28 @@ impl TestS3 {
             root: self.root.clone(),
             tmp: self._tmp.take(),
         }
+    }
+
+    /// Stops the server: connections to its port are refused, open ones are closed. Stored
+    /// objects stay.
+    pub fn go_down(&self) {
+        self.power.send_replace(Power::Down);
+    }
+
+    /// Freezes the server: connections are accepted (the kernel does that for a frozen
+    /// process too), but nothing is read or answered.
+    pub fn hang(&self) {
+        self.power.send_replace(Power::Hung);
+    }
+
+    /// Starts the server again on the same port and storage; after a hang, as a restart does,
+    /// closes the connections the hung server held.
+    pub fn come_back(&self) {
+        self.power.send_replace(Power::Up);
+    }
+
+    pub fn power(&self) -> Power {
+        *self.power.borrow()
     }
 
     /// `http://127.0.0.1:PORT`
