@@ -172,6 +172,7 @@ pub async fn run(
         stats: stats.clone(),
         guards: guards.clone(),
         known: known.clone(),
+        ops: ops.clone(),
     };
     let finish = FinishStage {
         ops: ops.clone(),

@@ -62,3 +62,26 @@ pub async fn sleep_until(t: Option<Instant>) {
         tokio::time::sleep_until(t).await;
     }
 }
+
+/// Signs of life of long work (a chunk of a body sent, a chunk of a file read): counted so
+/// that a stage busy with one long upload or hash is not taken for a stuck one.
+static SIGNS_OF_LIFE: AtomicU64 = AtomicU64::new(0);
+
+pub fn sign_of_life() {
+    SIGNS_OF_LIFE.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn signs_of_life() -> u64 {
+    SIGNS_OF_LIFE.load(Ordering::Relaxed)
+}
+
+/// Requests repeated after a transient failure, by the SDK or by the upload loop.
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+pub fn retried() {
+    RETRIES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn retries() -> u64 {
+    RETRIES.load(Ordering::Relaxed)
+}

@@ -102,6 +102,7 @@ impl Progress {
     pub fn tick(&self) {
         let nanos = self.origin.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         self.last.store(nanos, Ordering::Relaxed);
+        crate::run::sign_of_life();
     }
 
     fn last(&self) -> Instant {

@@ -466,3 +466,71 @@ async fn watchdog_pings_while_the_pipeline_moves_and_stop_when_a_stage_is_stuck(
     );
     daemon.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_up_falls_during_an_outage_while_healthz_stays_ok_and_paused_and_retries_are_counted() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().inboxes(2));
+    let (in0, in1) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    let base = started(&mut daemon).await;
+    let metrics = |m: &str, s: &str| metric(m, s);
+
+    // An outage: the endpoint refuses connections.
+    s3.go_down();
+    in0.drop("a.pdf", &content(8, 2000));
+    let mut m = String::new();
+    wait_until(TIMEOUT, "inboxd_s3_up falls to 0", || {
+        m = futures_block(get(&base, "/metrics")).body;
+        metrics(&m, "inboxd_s3_up") == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        get(&base, "/healthz").await.status,
+        200,
+        "an outage is not a stuck daemon"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&get(&base, "/status").await.body).expect("JSON");
+    assert_eq!(json["s3"]["up"], false, "{json}");
+    s3.come_back();
+    wait_until(TIMEOUT, "a.pdf is in done/ after the outage", || {
+        in0.is_done("a.pdf")
+    })
+    .await;
+    m = get(&base, "/metrics").await.body;
+    assert_eq!(metrics(&m, "inboxd_s3_up"), Some(1.0), "{m}");
+
+    // Throttling: per-file retries, counted.
+    s3.push(Op::PutObject, Fault::reject(S3ErrorCode::SlowDown).times(2));
+    in0.drop("b.pdf", &content(9, 2000));
+    wait_until(TIMEOUT, "b.pdf is in done/", || in0.is_done("b.pdf")).await;
+    m = get(&base, "/metrics").await.body;
+    assert!(
+        metrics(&m, "inboxd_retries_total").is_some_and(|r| r >= 2.0),
+        "{m}"
+    );
+
+    // A bucket problem pauses in1 only.
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::AccessDenied)
+            .for_key(in1.key("c.pdf"))
+            .always(),
+    );
+    in1.drop("c.pdf", &content(10, 2000));
+    wait_until(TIMEOUT, "in1 is shown paused", || {
+        m = futures_block(get(&base, "/metrics")).body;
+        metrics(&m, "inboxd_inbox_paused{inbox=\"in1\"}") == Some(1.0)
+    })
+    .await;
+    assert_eq!(metrics(&m, "inboxd_inbox_paused{inbox=\"in0\"}"), Some(0.0));
+    let json: serde_json::Value =
+        serde_json::from_str(&get(&base, "/status").await.body).expect("JSON");
+    assert!(
+        json["inboxes"][1]["paused"]
+            .as_str()
+            .is_some_and(|r| r.contains("AccessDenied") || r.contains("denied")),
+        "{json}"
+    );
+    daemon.stop().await;
+}

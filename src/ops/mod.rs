@@ -269,10 +269,6 @@ impl Ops {
         }
     }
 
-    pub fn retried(&self) {
-        self.metrics.retries.inc();
-    }
-
     /// The endpoint answers again (`true`) or an outage began (`false`).
     pub fn s3(&self, up: bool, note: Option<String>) {
         self.metrics.s3_up.set(i64::from(up));
@@ -336,9 +332,12 @@ impl Ops {
         }
     }
 
-    /// The metrics in the text format, ages brought up to `now`.
+    /// The metrics in the text format, ages and the retry count brought up to `now`.
     pub fn encode_metrics(&self, now: Instant) -> String {
         self.refresh_ages(now);
+        // Counted process-wide (the SDK's retries are seen by an interceptor on the client).
+        let behind = crate::run::retries().saturating_sub(self.metrics.retries.get());
+        self.metrics.retries.inc_by(behind);
         self.metrics.encode()
     }
 

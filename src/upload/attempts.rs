@@ -241,6 +241,7 @@ pub(super) async fn upload_loop(
                 }
                 let delay = backoff(sh.settings.retry_initial, sh.settings.retry_max, transient);
                 tracing::warn!(error = %failure, retry_in = ?delay, attempt = attempts, "upload failed; retrying");
+                crate::run::retried();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),

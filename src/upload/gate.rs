@@ -103,6 +103,11 @@ impl Gate {
         }
     }
 
+    /// `true` while the gate is open (the endpoint answers), as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.open.subscribe()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Outage> {
         // A poisoned lock only means a panic elsewhere; every change to the state is whole.
         self.core.lock().unwrap_or_else(|p| p.into_inner())

@@ -60,6 +60,7 @@ impl Progress {
 
     fn tick(&self) {
         *self.lock() = Instant::now();
+        crate::run::sign_of_life();
     }
 
     fn last(&self) -> Instant {
@@ -137,8 +138,15 @@ impl Intercept for Liveness {
         &self,
         _ctx: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        // The SDK's own retries (throttling, a reset connection) are retries too.
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(1, |a| a.attempts());
+        if attempt > 1 {
+            crate::run::retried();
+        }
         // A new attempt (the SDK's own retry) starts its wait afresh; the SDK's backoff before
         // it is not the server's silence.
         if let Some(p) = current() {

@@ -130,6 +130,8 @@ struct Shared {
     gate: Arc<Gate>,
     /// `s3.stall_timeout`: a request without progress for this long is given up.
     stall: Duration,
+    /// Files this stage has finished with (for its progress in `/healthz`).
+    finished: std::sync::atomic::AtomicU64,
 }
 
 pub struct UploadStage {
@@ -145,6 +147,8 @@ pub struct UploadStage {
     pub stats: Arc<crate::run::Stats>,
     pub guards: Vec<FsGuard>,
     pub known: capabilities::Known,
+    /// Where S3 state, paused inboxes, retries and this stage's progress are shown.
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 impl UploadStage {
@@ -160,13 +164,14 @@ impl UploadStage {
                     self.settings.retry_max,
                 )
             })
+            .enumerate()
+            .map(|(idx, p)| p.shown_in(self.ops.clone(), idx))
             .collect();
         // Files admitted at once: enough to keep every upload slot busy while others hash or
         // wait for their report, few enough that a stalled S3 pushes back on settle instead
         // of piling up tasks.
-        let admission = Arc::new(Semaphore::new(
-            self.settings.concurrency * 2 + self.max_batch_files,
-        ));
+        let capacity = self.settings.concurrency * 2 + self.max_batch_files;
+        let admission = Arc::new(Semaphore::new(capacity));
         // In `once` mode a file waits for an unreachable endpoint as long as a file's retries
         // would wait between two attempts at most, then stays for the next run.
         let once_limit = (self.mode == Mode::Once).then_some(self.settings.retry_max);
@@ -197,7 +202,20 @@ impl UploadStage {
             abort: self.abort,
             gate,
             stall: self.s3.stall_timeout,
+            finished: std::sync::atomic::AtomicU64::new(0),
         });
+        tokio::spawn(show_s3_state(
+            shared.gate.subscribe(),
+            self.ops.clone(),
+            stop_probing.clone(),
+        ));
+        tokio::spawn(show_progress(
+            self.ops.clone(),
+            admission.clone(),
+            capacity,
+            shared.clone(),
+            stop_probing.clone(),
+        ));
         let tracker = TaskTracker::new();
         while let Some(item) = input.recv().await {
             let (batch, file) = match item {
@@ -217,6 +235,9 @@ impl UploadStage {
             let output = output.clone();
             tracker.spawn(async move {
                 let outcome = process(&shared, file, batch).await;
+                shared
+                    .finished
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // If finish is gone the daemon is going down; the ledger still knows.
                 let _ = output.send(Report::File(Box::new(outcome))).await;
                 drop(permit);
@@ -225,6 +246,53 @@ impl UploadStage {
         tracker.close();
         tracker.wait().await;
         stop_probing.cancel();
+    }
+}
+
+/// Shows the endpoint's state (the outage gate open or closed) in metrics and `/status`.
+async fn show_s3_state(
+    mut open: tokio::sync::watch::Receiver<bool>,
+    ops: Arc<crate::ops::Ops>,
+    stop: CancellationToken,
+) {
+    loop {
+        let up = *open.borrow_and_update();
+        ops.s3(
+            up,
+            (!up).then(|| "unreachable: uploads wait for it".to_owned()),
+        );
+        tokio::select! {
+            changed = open.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Tells ops, once a second, how many files this stage holds and whether it moved: a file
+/// finished, or any sign of life of long work (body chunks sent, file chunks read), so that
+/// one long upload is never taken for a stuck stage.
+async fn show_progress(
+    ops: Arc<crate::ops::Ops>,
+    admission: Arc<Semaphore>,
+    capacity: usize,
+    sh: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen = (u64::MAX, u64::MAX);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = (
+            sh.finished.load(std::sync::atomic::Ordering::Relaxed),
+            crate::run::signs_of_life(),
+        );
+        let held = capacity.saturating_sub(admission.available_permits()) as u64;
+        ops.stage("upload", held, now != seen, Instant::now());
+        seen = now;
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub struct Pause {
+    /// Where the paused state is shown (metrics, `/status`), and this inbox's index there.
+    shown: Option<(std::sync::Arc<crate::ops::Ops>, usize)>,
     inbox: String,
     state: Mutex<Option<Paused>>,
     initial: Duration,
@@ -37,10 +39,23 @@ impl Pause {
     pub fn new(inbox: &str, initial: Duration, max: Duration) -> Pause {
         let initial = initial.max(Duration::from_millis(100));
         Pause {
+            shown: None,
             inbox: inbox.to_owned(),
             state: Mutex::new(None),
             initial,
             max: max.max(initial),
+        }
+    }
+
+    /// Shows this inbox's paused state in `ops` (index `inbox` there).
+    pub fn shown_in(mut self, ops: std::sync::Arc<crate::ops::Ops>, inbox: usize) -> Pause {
+        self.shown = Some((ops, inbox));
+        self
+    }
+
+    fn show(&self, reason: Option<&str>) {
+        if let Some((ops, i)) = &self.shown {
+            ops.paused(*i, reason.map(str::to_owned));
         }
     }
 
@@ -81,6 +96,7 @@ impl Pause {
                 tracing::error!(inbox = %self.inbox, reason, retry_in = ?self.initial,
                     "inbox paused: bucket, credential or clock problem (the reason says what to fix); its files stay in the inbox until it is fixed");
                 let until = now + self.initial;
+                self.show(Some(reason));
                 *st = Some(Paused {
                     reason: reason.to_owned(),
                     until,
@@ -105,6 +121,7 @@ impl Pause {
     /// An upload worked: the problem is gone.
     pub fn resume(&self) {
         if self.lock().take().is_some() {
+            self.show(None);
             tracing::info!(inbox = %self.inbox, "inbox resumed: uploads work again");
         }
     }
