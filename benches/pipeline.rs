@@ -14,7 +14,9 @@
 //!   upload.concurrency = 1 and with the default; upload phase of each and the ratio.
 //! - W2: 2 000 × 4 KiB, no added latency: daemon files/s against a bare aws-sdk-s3 PUT loop
 //!   sending the same requests (SHA-256 checksum, sha256 metadata, If-None-Match) from memory at
-//!   the same concurrency, alternating, median of 3 each.
+//!   the same concurrency, alternating, median of 3 each; and, when `rclone` is installed
+//!   (Debian: apt-get install rclone), `rclone copy --transfers 32` of the same files to the
+//!   same endpoint, its whole run set beside the daemon's whole `once` run.
 //! - W3: one 1 GiB file: MB/s of the upload phase and the daemon's peak RSS (wait4).
 //! - W4: 40 × 64 KiB dropped one at a time into `inboxd run`: drop → object latency beyond the
 //!   settle window, p50 / p99.
@@ -253,6 +255,12 @@ fn w2(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
     // CPU spent: by this process during the bare loop (client + server), by the daemon
     // (user, system), by this process during the daemon run (the server alone).
     let (mut bare_cpu, mut daemon_cpu, mut server_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    // The tool users compare with, on the same files and endpoint, when it is installed.
+    let rclone = which("rclone");
+    let mut rclone_rates = Vec::new();
+    // The daemon's whole `once` run, start to exit (settle window, probe and all), to set
+    // beside rclone's whole run.
+    let mut daemon_whole = Vec::new();
     for round in 0..W2_ROUNDS {
         // Bare PUT loop.
         let prefix = format!("{}w2-bare-{round}/", ep.run_prefix);
@@ -302,8 +310,10 @@ fn w2(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
             },
         );
         let cpu0 = self_cpu_ms();
+        let started = Instant::now();
         let daemon = Daemon::spawn(ep, &work, "once", &format!("W2 round {round}"));
         let exit = daemon.wait(Duration::from_secs(180));
+        daemon_whole.push(W2_FILES as f64 / started.elapsed().as_secs_f64());
         server_cpu.push(self_cpu_ms() - cpu0);
         daemon_cpu.push(exit.cpu_ms);
         daemon.expect_success(&exit);
@@ -324,6 +334,23 @@ fn w2(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
             "[bench] W2 round {round}: bare {:.0} files/s, daemon {:.0} files/s",
             bare[round], daemon_rates[round]
         );
+
+        // rclone copy of the same 2 000 files (now in done/) to a fresh prefix.
+        if let Some(rclone) = &rclone {
+            let prefix = format!("{}w2-rclone-{round}/", ep.run_prefix);
+            let elapsed = rclone_copy(rclone, ep, &work.done, &prefix);
+            let listed = rt.block_on(ep.list(&prefix));
+            assert_eq!(
+                listed.len(),
+                W2_FILES,
+                "rclone: expected {W2_FILES} objects under {prefix}"
+            );
+            rclone_rates.push(W2_FILES as f64 / elapsed.as_secs_f64());
+            eprintln!(
+                "[bench] W2 round {round}: rclone copy --transfers {DEFAULT_CONCURRENCY} {:.0} files/s",
+                rclone_rates[round]
+            );
+        }
     }
     let per_file = |ms: f64| ms * 1000.0 / W2_FILES as f64;
     let du: Vec<f64> = daemon_cpu.iter().map(|c| c.0).collect();
@@ -358,6 +385,43 @@ fn w2(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
         "",
         None,
     );
+    if rclone_rates.is_empty() {
+        push_row(
+            rows,
+            "W2 rclone copy of the same files",
+            "not run: rclone is not installed (Debian: apt-get install rclone)",
+            "",
+            None,
+        );
+    } else {
+        let mr = median(&rclone_rates);
+        let mw = median(&daemon_whole);
+        push_row(
+            rows,
+            format!(
+                "W2 2 000 × 4 KiB: daemon `once`, whole run from start to exit (median of {W2_ROUNDS})"
+            ),
+            format!("{mw:.0} files/s"),
+            "",
+            None,
+        );
+        push_row(
+            rows,
+            format!(
+                "W2 2 000 × 4 KiB: rclone copy --transfers {DEFAULT_CONCURRENCY} of the same files (median of {W2_ROUNDS}; whole run, listing included)"
+            ),
+            format!("{mr:.0} files/s"),
+            "",
+            None,
+        );
+        push_row(
+            rows,
+            "W2 daemon / rclone copy (whole runs)",
+            format!("{:.0} %", mw / mr * 100.0),
+            "≥ 100 %",
+            Some(mw >= mr),
+        );
+    }
     push_row(
         rows,
         "W2 daemon / bare PUT loop",
@@ -1348,4 +1412,55 @@ fn utc_now() -> String {
         rem / 3600,
         rem % 3600 / 60
     )
+}
+
+/// The program `name` on PATH, if any.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// `rclone copy dir remote:bucket/prefix --transfers N` against the bench's endpoint, configured
+/// through the environment only; returns the wall time of the whole run.
+fn rclone_copy(rclone: &Path, ep: &Endpoint, dir: &Path, prefix: &str) -> Duration {
+    let mut cmd = Command::new(rclone);
+    cmd.arg("copy")
+        .arg(dir)
+        .arg(format!(
+            "bench:{}/{}",
+            ep.bucket,
+            prefix.trim_end_matches('/')
+        ))
+        .args([
+            "--transfers",
+            &DEFAULT_CONCURRENCY.to_string(),
+            "--checkers",
+            "16",
+        ])
+        // rclone refuses to start with a CA bundle it cannot use (this machine sets one).
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", &ep.url)
+        .env("RCLONE_CONFIG_BENCH_REGION", &ep.region)
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", &ep.access_key)
+        .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", &ep.secret_key)
+        .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(token) = &ep.session_token {
+        cmd.env("RCLONE_CONFIG_BENCH_SESSION_TOKEN", token);
+    }
+    let start = Instant::now();
+    let out = cmd.output().expect("run rclone");
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "rclone copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
 }
