@@ -88,6 +88,75 @@ async fn unparsable_size_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_number_for_a_duration_is_rejected_with_the_form_to_write() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().inbox_set("settle", "2"));
+    let line = 1 + daemon
+        .config_text()
+        .lines()
+        .position(|l| l == "settle = 2")
+        .expect("the settle line");
+    assert_rejected(
+        &daemon,
+        &[],
+        &[
+            &format!(", line {line}: "),
+            "inbox[0].settle",
+            "settle = \"2s\"",
+        ],
+        true,
+    )
+    .await;
+    // From the environment, the message says how to write the variable.
+    assert_rejected(
+        &Daemon::new(&s3, Setup::new()),
+        &[("INBOXD_UPLOAD__RETRY_LATER", "60")],
+        &["INBOXD_UPLOAD__RETRY_LATER=\"60s\""],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_number_for_a_size_is_rejected_with_the_form_to_write() {
+    for (value, want) in [
+        ("1073741824", "max_bytes = \"1 GiB\""),
+        ("\"1000\"", "max_bytes = \"1000 B\""),
+    ] {
+        reject_setup(
+            Setup::new().set("batch", "max_bytes", value),
+            &["batch.max_bytes", want],
+        )
+        .await;
+    }
+    reject_setup(
+        Setup::new().set("upload", "part_size", "8388608"),
+        &["upload.part_size", "part_size = \"8 MiB\""],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_is_named_once_without_nested_quotes() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().set("upload", "concurency", "4"));
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(2), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line\n{out}");
+    assert!(
+        lines[0]
+            .contains("key `upload.concurency`: not a known key; the keys here are concurrency, "),
+        "{out}"
+    );
+    assert_eq!(
+        lines[0].matches('`').count(),
+        2,
+        "only the key is quoted\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_concurrency_is_rejected() {
     reject_setup(Setup::new().concurrency(0), &["upload.concurrency"]).await;
 }
