@@ -545,3 +545,37 @@ async fn under_journald_every_line_carries_its_priority_in_text_and_json() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_that_does_not_exist_yet_is_made_without_a_stray_line() {
+    let s3 = TestS3::start().await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let dir = logs.path().join("var/log/inboxd");
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new().set("log", "dir", &toml_str(&dir.to_string_lossy())),
+    );
+    let inbox = daemon.inbox().clone();
+    inbox.drop("a.pdf", b"first run");
+    assert!(!dir.exists());
+
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    inbox.assert_done("a.pdf", b"first run");
+    assert!(out.stderr.is_empty(), "stray lines on stderr\n{out}");
+    for line in out.stdout.lines().filter(|l| !l.is_empty()) {
+        // Each line of the text log starts with its timestamp ("2026-...").
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()) && line.contains("Z "),
+            "a line without the log's prefix: {line:?}\n{out}"
+        );
+    }
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the log dir was made")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let logged = std::fs::read_to_string(&files[0]).expect("read the log file");
+    assert!(logged.contains("\"uploaded\""), "{logged}");
+}
