@@ -76,6 +76,7 @@ pub struct Record {
     pub attempts: u32,
     pub reason: Option<String>,
     /// Final location in done/ or failed/.
+    #[serde(serialize_with = "lossy_path")]
     pub dest: Option<PathBuf>,
     /// (device, inode) of an original that was copied to `dest` (another file system) but
     /// could not be removed from the inbox: that file is never copied again, only removed.
@@ -84,6 +85,16 @@ pub struct Record {
     /// How many times this exact file (same place, same content) has been dropped.
     pub drops: u32,
     pub updated_at: String,
+}
+
+/// Writes a path as text, bytes that are not UTF-8 replaced by U+FFFD. A destination is read
+/// by people and tested for presence, never opened, and a file whose name is not UTF-8 (it
+/// goes to failed/ under that name) must not make its record unwritable.
+fn lossy_path<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
 }
 
 impl Record {
@@ -428,6 +439,22 @@ mod tests {
         assert_eq!(l.prune(later).unwrap(), 3);
         let left: Vec<String> = l.records().map(|r| r.unwrap().rel_path).collect();
         assert_eq!(left, vec!["busy.pdf", "moving.pdf"]);
+    }
+
+    #[test]
+    fn a_destination_that_is_not_utf8_is_recorded() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let mut r = Record::new("in", "bad\u{fffd}.pdf", None, 1, "b");
+        r.state = State::Failed;
+        r.dest = Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+            b"/failed/bad\xff.pdf",
+        )));
+        l.put(&mut r)
+            .expect("a name that is not UTF-8 must not make the record unwritable");
+        let back = l.get("in", "bad\u{fffd}.pdf", None).unwrap().unwrap();
+        assert_eq!(back.dest, Some(PathBuf::from("/failed/bad\u{fffd}.pdf")));
     }
 
     #[test]

@@ -157,6 +157,28 @@ async fn names_that_are_not_utf8_go_to_failed() {
     want.sort();
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
     inbox.assert_empty();
+
+    // Handled without an error about the ledger, and the records are complete: the next
+    // start finds nothing to repair.
+    let log = strip_ansi(&daemon.stdout());
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "ERROR lines:\n{}", errors.join("\n"));
+    // A name with a space reads as one value in the text log, as key= values do.
+    assert!(
+        log.contains("path=\"sub/Übersicht ñ.pdf\""),
+        "path= with a space is not quoted:\n{log}"
+    );
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon started again", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+    daemon.stop().await;
+    let again = daemon.stdout();
+    assert!(
+        !again.contains("ledger: recorded where") && !again.contains("crash"),
+        "the start after a clean stop repaired records:\n{again}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
