@@ -16,7 +16,7 @@ const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("cannot open the ledger in {dir}: {source}{}", open_hint(.source))]
+    #[error("cannot open the ledger in {dir}: {}", open_message(.source))]
     Open {
         dir: PathBuf,
         #[source]
@@ -341,17 +341,24 @@ impl Ledger {
 }
 
 /// What the admin can do about a ledger that does not open.
-fn open_hint(e: &sled::Error) -> &'static str {
+/// Why the ledger cannot be opened, and what to do about it.
+fn open_message(e: &sled::Error) -> String {
     match e {
-        sled::Error::Corruption { .. } => {
-            " (the ledger is damaged: stop inboxd, move the state_dir's `ledger` folder aside and \
-             start again; objects already in the bucket are recognised by their SHA-256 and never \
-             stored twice; files in done/ and failed/ stay where they are)"
+        sled::Error::Corruption { .. } => format!(
+            "{e} (the ledger is damaged: stop inboxd, move the state_dir's `ledger` folder aside \
+             and start again; objects already in the bucket are recognised by their SHA-256 and \
+             never stored twice; files in done/ and failed/ stay where they are)"
+        ),
+        // sled locks its file; for a second process it says so only in words (kind Other).
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+            "it is in use by another inboxd process with this state_dir (the daemon?); stop \
+             that one first (systemctl stop inboxd), or run this one with its own state_dir"
+                .to_owned()
         }
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            " (the state_dir must be writable by the user inboxd runs as)"
+            format!("{io} (the state_dir must be writable by the user inboxd runs as)")
         }
-        _ => " (is another inboxd running with this state_dir?)",
+        _ => e.to_string(),
     }
 }
 

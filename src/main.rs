@@ -1,7 +1,9 @@
 //! The `inboxd` binary: command line, exit codes, logging setup.
 //!
-//! Exit codes: 0 success; 1 a runtime problem (or, for `once`, a file that did not make it;
-//! for `check`, an inbox that failed its probe); 2 a configuration or usage error.
+//! Exit codes, one rule for every command (README, "Exit codes"): 0 all good; 1 something
+//! outside the configuration is missing or refuses (a folder, the bucket, the credentials, the
+//! ledger in use, a file that did not make it for `once`, a fatal runtime error); 2 the
+//! configuration or the command line is wrong.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +11,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use inboxd::config::Settings;
-use inboxd::run::Mode;
-use inboxd::run::Stats;
+use inboxd::run::{Mode, Phase, Stats};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,9 @@ struct Common {
     config: PathBuf,
 }
 
+/// Something outside the configuration is missing or refuses (see the module doc).
+const REFUSED: u8 = 1;
+/// The configuration or the command line is wrong.
 const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -62,8 +66,9 @@ fn main() -> ExitCode {
             };
         }
     };
-    let (Command::Run(c) | Command::Once(c) | Command::Check(c) | Command::Ledger(c)) =
-        &cli.command;
+    let c = match &cli.command {
+        Command::Run(c) | Command::Once(c) | Command::Ledger(c) | Command::Check(c) => c,
+    };
     let settings = match Settings::load(&c.config) {
         Ok(s) => s,
         Err(e) => {
@@ -91,9 +96,17 @@ where
         Ok(rt) => rt.block_on(f()),
         Err(e) => {
             eprintln!("inboxd: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(REFUSED)
         }
     }
+}
+
+/// How a run ends: the exit code and the reason the last line gives.
+struct End {
+    code: u8,
+    reason: String,
+    /// A fatal error (logged as an ERROR), not a run that did what it could.
+    fatal: bool,
 }
 
 fn daemon(settings: Settings, mode: Mode) -> ExitCode {
@@ -101,32 +114,70 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
         eprintln!("inboxd: {e}");
         return ExitCode::from(CONFIG_ERROR);
     }
-    // The guard flushes file logs when main returns; it must outlive the runtime.
-    let _guard = match inboxd::telemetry::init(&settings.log) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("inboxd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = inboxd::shutdown::arm_double_signal_exit() {
-        eprintln!("inboxd: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
+    if let Err(e) = inboxd::telemetry::init(&settings.log) {
+        eprintln!("inboxd: {e}");
+        return ExitCode::from(REFUSED);
     }
-    runtime_then(|| async move {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let hup = Arc::new(tokio::sync::Notify::new());
-        let signals = match inboxd::shutdown::listen(stop.clone(), hup.clone()) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("inboxd: cannot listen for signals: {e}");
-                return ExitCode::FAILURE;
-            }
+    // From here on every way out ends with one "inboxd stopped" line (a second signal writes
+    // its own, in shutdown).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let hup = Arc::new(tokio::sync::Notify::new());
+    let stats = Arc::new(Stats::default());
+    let end = match inboxd::shutdown::listen(stop.clone(), hup.clone()) {
+        Err(e) => End {
+            code: REFUSED,
+            reason: format!("cannot listen for signals: {e}"),
+            fatal: true,
+        },
+        Ok(received) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run_until_stopped(
+                settings,
+                mode,
+                stop,
+                hup,
+                &received,
+                stats.clone(),
+            )),
+            Err(e) => End {
+                code: REFUSED,
+                reason: format!("cannot start the async runtime: {e}"),
+                fatal: true,
+            },
+        },
+    };
+    log_end(&end, &stats);
+    inboxd::telemetry::finish();
+    ExitCode::from(end.code)
+}
+
+/// The one line that ends a run: why, the exit code, and the run's counts.
+fn log_end(end: &End, stats: &Stats) {
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                reason = %end.reason,
+                exit_code = end.code,
+                uploaded = Stats::get(&stats.uploaded),
+                duplicates = Stats::get(&stats.duplicates),
+                failed = Stats::get(&stats.failed),
+                deferred = stats.deferred(),
+                left_in_inbox = stats.left(),
+                busy_ms = stats.busy().map_or(0, |d| d.as_millis() as u64),
+                "inboxd stopped"
+            )
         };
-        let code = run_until_stopped(settings, mode, stop, hup).await;
-        signals.abort();
-        code
-    })
+    }
+    if end.fatal {
+        line!(tracing::Level::ERROR);
+    } else if end.code != 0 {
+        line!(tracing::Level::WARN);
+    } else {
+        line!(tracing::Level::INFO);
+    }
 }
 
 /// Runs the pipeline; on SIGHUP re-reads the configuration and, if it changed and is valid,
@@ -137,12 +188,15 @@ async fn run_until_stopped(
     mode: Mode,
     stop: tokio_util::sync::CancellationToken,
     hup: Arc<tokio::sync::Notify>,
-) -> ExitCode {
+    received: &inboxd::shutdown::Received,
+    stats: Arc<Stats>,
+) -> End {
+    let mut phase = Phase::Start;
     loop {
         // Cancelled by SIGTERM (through `stop`) or by a reload.
         let intake = stop.child_token();
         let rescan = Arc::new(tokio::sync::Notify::new());
-        let reloaded: Arc<std::sync::Mutex<Option<Settings>>> = Arc::default();
+        let reloaded: Arc<std::sync::Mutex<Option<(Settings, String)>>> = Arc::default();
         let reloader = (mode == Mode::Daemon).then(|| {
             tokio::spawn(watch_for_reload(
                 settings.clone(),
@@ -154,44 +208,106 @@ async fn run_until_stopped(
         });
         // `once` cannot do its job for an inbox whose folder is missing (the watch stage
         // says so in the log): that run is not a success.
-        let skipped = mode == Mode::Once && settings.inboxes.iter().any(|i| !i.path.is_dir());
-        let result = inboxd::pipeline::run(settings.clone(), mode, intake, rescan).await;
+        let skipped: Vec<String> = if mode == Mode::Once {
+            settings
+                .inboxes
+                .iter()
+                .filter(|i| !i.path.is_dir())
+                .map(|i| i.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let result = inboxd::pipeline::run(
+            settings.clone(),
+            mode,
+            intake,
+            rescan,
+            stats.clone(),
+            &phase,
+        )
+        .await;
         if let Some(r) = reloader {
             r.abort();
         }
-        let stats = match result {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::error!(error = %e, "inboxd stopped on a fatal error");
-                eprintln!("inboxd: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        if let Err(e) = result {
+            return End {
+                code: REFUSED,
+                reason: e.to_string(),
+                fatal: true,
+            };
+        }
         let next = reloaded.lock().unwrap_or_else(|p| p.into_inner()).take();
         match next {
-            Some(new) if !stop.is_cancelled() => {
+            Some((new, changes)) if !stop.is_cancelled() => {
                 settings = new;
+                phase = Phase::Reload { changes };
                 continue;
             }
             _ => {}
         }
-        let incomplete = Stats::get(&stats.failed) > 0 || Stats::get(&stats.left) > 0 || skipped;
-        return if mode == Mode::Once && incomplete {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
+        return match (mode, received.stop_signal()) {
+            (Mode::Daemon, Some(sig)) => End {
+                code: 0,
+                reason: format!("stopped by {sig}"),
+                fatal: false,
+            },
+            (Mode::Daemon, None) => End {
+                code: 0,
+                reason: "the pipeline ended".to_owned(),
+                fatal: false,
+            },
+            (Mode::Once, Some(sig)) => End {
+                code: REFUSED,
+                reason: format!("stopped by {sig} before every file was handled"),
+                fatal: false,
+            },
+            (Mode::Once, None) => once_end(&stats, &skipped),
         };
     }
 }
 
+/// How `once` ends once it has swept every inbox: 0 only if every file it found went to done/.
+fn once_end(stats: &Stats, skipped: &[String]) -> End {
+    let failed = Stats::get(&stats.failed);
+    let left = stats.left();
+    let mut problems = Vec::new();
+    if failed > 0 {
+        problems.push(format!("{failed} went to failed/"));
+    }
+    if left > 0 {
+        problems.push(format!("{left} left in the inbox for the next run"));
+    }
+    if !skipped.is_empty() {
+        problems.push(format!(
+            "inbox folder missing, skipped: {}",
+            skipped.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        End {
+            code: 0,
+            reason: "every inbox swept; every file found is in done/".to_owned(),
+            fatal: false,
+        }
+    } else {
+        End {
+            code: REFUSED,
+            reason: format!("every inbox swept; {}", problems.join("; ")),
+            fatal: false,
+        }
+    }
+}
+
 /// Waits for SIGHUP. Unchanged or invalid configuration: rescan and keep running. Changed:
-/// hand the new settings over and cancel intake, so the pipeline drains and restarts.
+/// hand the new settings (and what changed) over and cancel intake, so the pipeline drains
+/// and starts again with them.
 async fn watch_for_reload(
     current: Settings,
     hup: Arc<tokio::sync::Notify>,
     rescan: Arc<tokio::sync::Notify>,
     intake: tokio_util::sync::CancellationToken,
-    reloaded: Arc<std::sync::Mutex<Option<Settings>>>,
+    reloaded: Arc<std::sync::Mutex<Option<(Settings, String)>>>,
 ) {
     loop {
         hup.notified().await;
@@ -209,10 +325,11 @@ async fn watch_for_reload(
                 if new.log != current.log {
                     tracing::warn!("SIGHUP: [log] settings take effect at the next restart");
                 }
-                tracing::info!(file = %current.file.display(),
-                    "SIGHUP: configuration changed; finishing running uploads, then restarting the pipeline with it");
+                let changes = current.changes(&new).join(", ");
+                tracing::info!(file = %current.file.display(), changes = %changes,
+                    "reloading: configuration changed; running uploads finish first, then the new configuration applies");
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                *reloaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+                *reloaded.lock().unwrap_or_else(|p| p.into_inner()) = Some((new, changes));
                 intake.cancel();
                 return;
             }
@@ -292,7 +409,7 @@ async fn check(settings: Settings) -> ExitCode {
     if all_ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(REFUSED)
     }
 }
 
@@ -317,7 +434,7 @@ fn ledger(settings: &Settings) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("inboxd: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(REFUSED);
         }
     };
     for rec in ledger.records() {
@@ -325,7 +442,7 @@ fn ledger(settings: &Settings) -> ExitCode {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("inboxd: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(REFUSED);
             }
         }
     }

@@ -42,9 +42,19 @@ pub enum TelemetryError {
     Init(String),
 }
 
-/// Installs the global subscriber. Keep the returned guard alive until the end of `main`:
-/// dropping it flushes the file log.
-pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
+/// The file log's writer thread; dropped by [`finish`], which flushes the file log.
+static FILE_LOG: std::sync::Mutex<Option<WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Writes out what the file log still holds. Call it last, before the process ends (also
+/// from a thread that ends the process at once: the guard lives here, not on a stack).
+pub fn finish() {
+    let guard = FILE_LOG.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(guard);
+}
+
+/// Installs the global subscriber. Call [`finish`] before the process ends, to flush the file
+/// log.
+pub fn init(log: &LogSettings) -> Result<(), TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     // Under journald every line starts with its syslog priority (`<4>` for a warning), which
@@ -110,7 +120,8 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
         .with(file_layer)
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
-    Ok(guard)
+    *FILE_LOG.lock().unwrap_or_else(|p| p.into_inner()) = guard;
+    Ok(())
 }
 
 /// JSON lines with the event's fields at the top level and the current span's fields (inbox,

@@ -579,3 +579,34 @@ async fn a_log_dir_that_does_not_exist_yet_is_made_without_a_stray_line() {
     let logged = std::fs::read_to_string(&files[0]).expect("read the log file");
     assert!(logged.contains("\"uploaded\""), "{logged}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_while_the_daemon_runs_exits_1_and_says_why_once() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+
+    let out = daemon.once().await;
+    daemon.stop().await;
+    // Refused by something outside the configuration (the ledger is in use): 1, not 2.
+    assert_eq!(out.code(), Some(1), "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        all.matches("in use by another inboxd process").count(),
+        1,
+        "the reason, once\n{out}"
+    );
+    let last = out
+        .stdout
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.contains("inboxd stopped") && last.contains("exit_code=1"),
+        "the last line gives the reason and the exit code\n{out}"
+    );
+}
