@@ -348,7 +348,12 @@ async fn check_passes_against_a_healthy_server_without_side_effects() {
     let out = daemon.check().await;
     assert_eq!(out.code(), Some(0), "{out}");
     let ok = lines_starting(&out, "ok");
-    assert_eq!(ok.len(), 2, "one ok line per inbox\n{out}");
+    assert_eq!(
+        ok.len(),
+        3,
+        "one ok line for the state_dir, one per inbox\n{out}"
+    );
+    assert!(ok[0].contains("state_dir"), "{out}");
     assert!(ok.iter().any(|l| l.contains("in0")), "{out}");
     assert!(ok.iter().any(|l| l.contains("in1")), "{out}");
     assert!(lines_starting(&out, "FAIL").is_empty(), "{out}");
