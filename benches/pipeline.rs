@@ -1449,6 +1449,8 @@ fn rclone_copy(rclone: &Path, ep: &Endpoint, dir: &Path, prefix: &str) -> Durati
         .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", &ep.access_key)
         .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", &ep.secret_key)
         .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
+        // ListObjectsV2, as the daemon's own tooling uses (s3s implements only that one).
+        .env("RCLONE_CONFIG_BENCH_LIST_VERSION", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(token) = &ep.session_token {

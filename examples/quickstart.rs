@@ -85,8 +85,7 @@ settle = "1s"
             return ExitCode::from(2);
         }
     };
-    let _guard = inboxd::telemetry::init(&settings.log).ok().flatten();
-    let _ = inboxd::shutdown::arm_double_signal_exit();
+    let _ = inboxd::telemetry::init(&settings.log);
     let intake = tokio_util::sync::CancellationToken::new();
     let rescan = Arc::new(tokio::sync::Notify::new());
     // SIGHUP rescans the demo inbox (the demo does not reload its generated config).
@@ -108,8 +107,19 @@ settle = "1s"
             "http://{a}/ (metrics at /metrics)"
         )),
     );
-    match inboxd::pipeline::run(settings, inboxd::run::Mode::Daemon, intake, rescan).await {
-        Ok(_) => ExitCode::SUCCESS,
+    let stats = Arc::new(inboxd::run::Stats::default());
+    let ran = inboxd::pipeline::run(
+        settings,
+        inboxd::run::Mode::Daemon,
+        intake,
+        rescan,
+        stats,
+        &inboxd::run::Phase::Start,
+    )
+    .await;
+    inboxd::telemetry::finish();
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("quickstart: {e}");
             ExitCode::FAILURE

@@ -16,7 +16,7 @@ const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("cannot open the ledger in {dir}: {source}{}", open_hint(.source))]
+    #[error("cannot open the ledger in {dir}: {}", open_message(.source))]
     Open {
         dir: PathBuf,
         #[source]
@@ -76,6 +76,7 @@ pub struct Record {
     pub attempts: u32,
     pub reason: Option<String>,
     /// Final location in done/ or failed/.
+    #[serde(serialize_with = "lossy_path")]
     pub dest: Option<PathBuf>,
     /// (device, inode) of an original that was copied to `dest` (another file system) but
     /// could not be removed from the inbox: that file is never copied again, only removed.
@@ -84,6 +85,16 @@ pub struct Record {
     /// How many times this exact file (same place, same content) has been dropped.
     pub drops: u32,
     pub updated_at: String,
+}
+
+/// Writes a path as text, bytes that are not UTF-8 replaced by U+FFFD. A destination is read
+/// by people and tested for presence, never opened, and a file whose name is not UTF-8 (it
+/// goes to failed/ under that name) must not make its record unwritable.
+fn lossy_path<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
 }
 
 impl Record {
@@ -330,17 +341,24 @@ impl Ledger {
 }
 
 /// What the admin can do about a ledger that does not open.
-fn open_hint(e: &sled::Error) -> &'static str {
+/// Why the ledger cannot be opened, and what to do about it.
+fn open_message(e: &sled::Error) -> String {
     match e {
-        sled::Error::Corruption { .. } => {
-            " (the ledger is damaged: stop inboxd, move the state_dir's `ledger` folder aside and \
-             start again; objects already in the bucket are recognised by their SHA-256 and never \
-             stored twice; files in done/ and failed/ stay where they are)"
+        sled::Error::Corruption { .. } => format!(
+            "{e} (the ledger is damaged: stop inboxd, move the state_dir's `ledger` folder aside \
+             and start again; objects already in the bucket are recognised by their SHA-256 and \
+             never stored twice; files in done/ and failed/ stay where they are)"
+        ),
+        // sled locks its file; for a second process it says so only in words (kind Other).
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+            "it is in use by another inboxd process with this state_dir (the daemon?); stop \
+             that one first (systemctl stop inboxd), or run this one with its own state_dir"
+                .to_owned()
         }
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            " (the state_dir must be writable by the user inboxd runs as)"
+            format!("{io} (the state_dir must be writable by the user inboxd runs as)")
         }
-        _ => " (is another inboxd running with this state_dir?)",
+        _ => e.to_string(),
     }
 }
 
@@ -428,6 +446,22 @@ mod tests {
         assert_eq!(l.prune(later).unwrap(), 3);
         let left: Vec<String> = l.records().map(|r| r.unwrap().rel_path).collect();
         assert_eq!(left, vec!["busy.pdf", "moving.pdf"]);
+    }
+
+    #[test]
+    fn a_destination_that_is_not_utf8_is_recorded() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let mut r = Record::new("in", "bad\u{fffd}.pdf", None, 1, "b");
+        r.state = State::Failed;
+        r.dest = Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+            b"/failed/bad\xff.pdf",
+        )));
+        l.put(&mut r)
+            .expect("a name that is not UTF-8 must not make the record unwritable");
+        let back = l.get("in", "bad\u{fffd}.pdf", None).unwrap().unwrap();
+        assert_eq!(back.dest, Some(PathBuf::from("/failed/bad\u{fffd}.pdf")));
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //! blocking file-system calls off the async workers under a time limit. [`config`] loads and
 //! validates the TOML file; [`shutdown`] turns signals into cancellation and reload requests;
 //! [`telemetry`] sets up logging (and escapes names for it); [`mounts`] tells whether moving to
-//! done/ or failed/ can be a rename.
+//! done/ or failed/ can be a rename; [`preflight`] is the local half of `inboxd check` (can the
+//! service user use every folder).
 
 pub mod batch;
 pub mod beneath;
@@ -47,6 +48,7 @@ pub mod mounts;
 pub mod operator;
 pub mod ops;
 pub mod pipeline;
+pub mod preflight;
 pub mod run;
 pub mod settle;
 pub mod shutdown;

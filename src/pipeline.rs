@@ -15,7 +15,7 @@ use crate::claims::Claims;
 use crate::config::Settings;
 use crate::finish::FinishStage;
 use crate::ledger::{Ledger, LedgerError};
-use crate::run::{Mode, Stats};
+use crate::run::{Mode, Phase, Stats};
 use crate::settle::{Ignore, SettleStage};
 use crate::stall::FsGuard;
 use crate::upload::UploadStage;
@@ -59,13 +59,18 @@ const BATCHES: usize = 16;
 const OUTCOMES: usize = 1024;
 
 /// Runs the pipeline until `intake` is cancelled (daemon) or everything present at startup
-/// is handled (once). Returns the run's counters.
+/// is handled (once), counting into `stats` (which outlive a reload). `phase` says whether
+/// this is the start of the process or a reload, for the line that says the pipeline is ready.
+/// The line that ends the process is the caller's: a pipeline that ends for a reload has not
+/// stopped anything.
 pub async fn run(
     settings: Settings,
     mode: Mode,
     intake: CancellationToken,
     rescan_now: Arc<Notify>,
-) -> Result<Arc<Stats>, PipelineError> {
+    stats: Arc<Stats>,
+    phase: &Phase,
+) -> Result<(), PipelineError> {
     for inbox in &settings.inboxes {
         if !inbox.path.is_dir() {
             // A share not mounted yet (watch reports it): its done/ and failed/ would be
@@ -121,7 +126,6 @@ pub async fn run(
         .iter()
         .map(|i| FsGuard::new(&i.name, i.fs_timeout))
         .collect();
-    let stats = Arc::new(Stats::default());
     let names: Vec<String> = inboxes.iter().map(|i| i.name.clone()).collect();
     let ops = Arc::new(crate::ops::Ops::new(&names, settings.log.dir.as_deref()));
     // Serves until this run ends (a reload binds again with the new settings).
@@ -158,6 +162,7 @@ pub async fn run(
         guards: guards.clone(),
         mode,
         ops: ops.clone(),
+        stats: stats.clone(),
     };
     let upload = UploadStage {
         client: client.clone(),
@@ -230,12 +235,20 @@ pub async fn run(
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("watching"),
     ]);
-    tracing::info!(
-        inboxes = inboxes.len(),
-        concurrency = settings.upload.concurrency,
-        mode = ?mode,
-        "inboxd started"
-    );
+    match phase {
+        Phase::Start => tracing::info!(
+            inboxes = inboxes.len(),
+            concurrency = settings.upload.concurrency,
+            mode = ?mode,
+            "inboxd started"
+        ),
+        Phase::Reload { changes } => tracing::info!(
+            inboxes = inboxes.len(),
+            concurrency = settings.upload.concurrency,
+            changes = %changes,
+            "reloaded: running with the new configuration"
+        ),
+    }
 
     let finished = finish.await;
     // finish ends last in an orderly run-down; if it ended early (ledger failure), stop the
@@ -262,15 +275,45 @@ pub async fn run(
         Err(e) => return Err(PipelineError::Stage(format!("finish: {e}"))),
     }
     ledger.flush().await?;
-    tracing::info!(
-        uploaded = Stats::get(&stats.uploaded),
-        duplicates = Stats::get(&stats.duplicates),
-        failed = Stats::get(&stats.failed),
-        left_in_inbox = Stats::get(&stats.left),
-        busy_ms = stats.busy().map_or(0, |d| d.as_millis() as u64),
-        "inboxd stopped"
-    );
-    Ok(stats)
+    forget_gone(&stats, &inboxes, &guards).await;
+    Ok(())
+}
+
+/// The last look at the end of a run: files counted as left in an inbox that are no longer
+/// there (removed by someone while they waited, since settle last looked) are not left; nor
+/// are files of an inbox no longer configured. A share that does not answer keeps its files
+/// counted. After the ledger's last flush: nothing here is needed for safety.
+async fn forget_gone(stats: &Stats, inboxes: &[crate::config::InboxSettings], guards: &[FsGuard]) {
+    let mut by_inbox: Vec<Vec<(std::path::PathBuf, std::path::PathBuf)>> =
+        vec![Vec::new(); inboxes.len()];
+    for path in stats.waiting_paths() {
+        let found = inboxes.iter().enumerate().find_map(|(i, inbox)| {
+            let rel = path.strip_prefix(&inbox.path).ok()?;
+            Some((i, rel.to_path_buf()))
+        });
+        match found {
+            Some((i, rel)) => by_inbox[i].push((path, rel)),
+            None => stats.gone(&path),
+        }
+    }
+    for (i, files) in by_inbox.into_iter().enumerate() {
+        if files.is_empty() {
+            continue;
+        }
+        let root = inboxes[i].path.clone();
+        let looked = guards[i]
+            .run(move || {
+                files
+                    .into_iter()
+                    .filter(|(_, rel)| crate::beneath::metadata(&root, rel).is_err())
+                    .map(|(path, _)| path)
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for path in looked.unwrap_or_default() {
+            stats.gone(&path);
+        }
+    }
 }
 
 /// After a shutdown request, gives running uploads `grace`, then abandons them (they are

@@ -11,10 +11,12 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
+use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::field::VisitOutput;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
@@ -30,13 +32,29 @@ pub enum TelemetryError {
         #[source]
         source: tracing_appender::rolling::InitError,
     },
+    #[error("cannot create the log directory {dir}: {source}")]
+    CreateDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("logging is already initialised: {0}")]
     Init(String),
 }
 
-/// Installs the global subscriber. Keep the returned guard alive until the end of `main`:
-/// dropping it flushes the file log.
-pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
+/// The file log's writer thread; dropped by [`finish`], which flushes the file log.
+static FILE_LOG: std::sync::Mutex<Option<WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Writes out what the file log still holds. Call it last, before the process ends (also
+/// from a thread that ends the process at once: the guard lives here, not on a stack).
+pub fn finish() {
+    let guard = FILE_LOG.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(guard);
+}
+
+/// Installs the global subscriber. Call [`finish`] before the process ends, to flush the file
+/// log.
+pub fn init(log: &LogSettings) -> Result<(), TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     // Under journald every line starts with its syslog priority (`<4>` for a warning), which
@@ -57,16 +75,23 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
                     .with_target(false)
                     .with_ansi(false),
             ))
-            .fmt_fields(OneLine::default())
+            .fmt_fields(OneLine)
             .boxed(),
         LogFormat::Text => fmt::layer()
-            .fmt_fields(OneLine::default())
+            .fmt_fields(OneLine)
             .with_ansi(std::io::stdout().is_terminal())
             .with_target(false)
             .boxed(),
     };
     let (file_layer, guard) = match &log.dir {
         Some(dir) => {
+            // Made here rather than by the appender: it looks into the folder for old files to
+            // prune before it creates it, and prints a bare "Error reading the log
+            // directory/files" line to stderr when the folder is not there yet.
+            std::fs::create_dir_all(dir).map_err(|source| TelemetryError::CreateDir {
+                dir: dir.clone(),
+                source,
+            })?;
             let appender = RollingFileAppender::builder()
                 .rotation(Rotation::DAILY)
                 .filename_prefix("inboxd")
@@ -95,7 +120,8 @@ pub fn init(log: &LogSettings) -> Result<Option<WorkerGuard>, TelemetryError> {
         .with(file_layer)
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
-    Ok(guard)
+    *FILE_LOG.lock().unwrap_or_else(|p| p.into_inner()) = guard;
+    Ok(())
 }
 
 /// JSON lines with the event's fields at the top level and the current span's fields (inbox,
@@ -177,9 +203,10 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// The default `key=value` field format, with every line break inside a value written as
-/// `\n` or `\r`: whatever a field holds, one event stays one line of text.
-#[derive(Default)]
-struct OneLine(DefaultFields);
+/// `\n` or `\r` (whatever a field holds, one event stays one line of text), and every value
+/// that holds a space, a quote or `=` in double quotes, as text values always are: a name such
+/// as `path="scan 2.pdf"` reads as one value, like `key="incoming/scan 2.pdf"`.
+struct OneLine;
 
 impl<'w> FormatFields<'w> for OneLine {
     fn format_fields<R: RecordFields>(
@@ -188,8 +215,45 @@ impl<'w> FormatFields<'w> for OneLine {
         fields: R,
     ) -> std::fmt::Result {
         let mut guard = NoLineBreaks(&mut writer);
-        self.0.format_fields(Writer::new(&mut guard), fields)
+        let mut visitor = Quoting(DefaultVisitor::new(Writer::new(&mut guard), true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
     }
+}
+
+/// Puts quotes around field values that need them (see [`OneLine`]); everything else is
+/// written by the default visitor.
+struct Quoting<'a>(DefaultVisitor<'a>);
+
+impl Visit for Quoting<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // Text values are written quoted already.
+        self.0.record_str(field, value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.record_error(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            return self.0.record_debug(field, value);
+        }
+        let text = format!("{value:?}");
+        match quoted(&text) {
+            Some(q) => self.0.record_debug(field, &format_args!("{q}")),
+            None => self.0.record_debug(field, &format_args!("{text}")),
+        }
+    }
+}
+
+/// `text` in double quotes (inner quotes as `\"`) when it would not read as one value
+/// otherwise; `None` when it can stand as it is (or is quoted already).
+fn quoted(text: &str) -> Option<String> {
+    let already = text.len() >= 2 && text.starts_with('"') && text.ends_with('"');
+    let needs =
+        text.is_empty() || text.contains([' ', '"', '=']) || text.contains(char::is_whitespace);
+    (needs && !already).then(|| format!("\"{}\"", text.replace('"', "\\\"")))
 }
 
 /// Passes text through, replacing line breaks.
@@ -239,6 +303,17 @@ mod tests {
             "bad\\xff\\xfe.pdf"
         );
         assert_eq!(escape(std::path::Path::new("dir/file.pdf")), "dir/file.pdf");
+    }
+
+    #[test]
+    fn values_that_would_not_read_as_one_are_quoted() {
+        assert_eq!(quoted("a.pdf"), None);
+        assert_eq!(quoted("1.5s"), None);
+        assert_eq!(quoted("scan 2.pdf").as_deref(), Some("\"scan 2.pdf\""));
+        assert_eq!(quoted("a=b").as_deref(), Some("\"a=b\""));
+        assert_eq!(quoted("").as_deref(), Some("\"\""));
+        assert_eq!(quoted("say \"hi\"").as_deref(), Some(r#""say \"hi\"""#));
+        assert_eq!(quoted("\"already quoted\""), None);
     }
 
     #[test]

@@ -23,9 +23,11 @@ pub async fn recover(
     cleanup(client, ledger, inboxes, None).await?;
     let fixed = reconcile(ledger, inboxes)?;
     if fixed > 0 {
+        // Normal after a crash or a kill (the last records are written after the move and
+        // flushed with the next group); after a clean stop there are none.
         tracing::info!(
             records = fixed,
-            "ledger: marked files moved just before a crash as finished"
+            "ledger: recorded where files went that were moved just before the previous run ended"
         );
     }
     ledger.flush().await

@@ -88,6 +88,75 @@ async fn unparsable_size_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_number_for_a_duration_is_rejected_with_the_form_to_write() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().inbox_set("settle", "2"));
+    let line = 1 + daemon
+        .config_text()
+        .lines()
+        .position(|l| l == "settle = 2")
+        .expect("the settle line");
+    assert_rejected(
+        &daemon,
+        &[],
+        &[
+            &format!(", line {line}: "),
+            "inbox[0].settle",
+            "settle = \"2s\"",
+        ],
+        true,
+    )
+    .await;
+    // From the environment, the message says how to write the variable.
+    assert_rejected(
+        &Daemon::new(&s3, Setup::new()),
+        &[("INBOXD_UPLOAD__RETRY_LATER", "60")],
+        &["INBOXD_UPLOAD__RETRY_LATER=\"60s\""],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_number_for_a_size_is_rejected_with_the_form_to_write() {
+    for (value, want) in [
+        ("1073741824", "max_bytes = \"1 GiB\""),
+        ("\"1000\"", "max_bytes = \"1000 B\""),
+    ] {
+        reject_setup(
+            Setup::new().set("batch", "max_bytes", value),
+            &["batch.max_bytes", want],
+        )
+        .await;
+    }
+    reject_setup(
+        Setup::new().set("upload", "part_size", "8388608"),
+        &["upload.part_size", "part_size = \"8 MiB\""],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_is_named_once_without_nested_quotes() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new().set("upload", "concurency", "4"));
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(2), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line\n{out}");
+    assert!(
+        lines[0]
+            .contains("key `upload.concurency`: not a known key; the keys here are concurrency, "),
+        "{out}"
+    );
+    assert_eq!(
+        lines[0].matches('`').count(),
+        2,
+        "only the key is quoted\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_concurrency_is_rejected() {
     reject_setup(Setup::new().concurrency(0), &["upload.concurrency"]).await;
 }
@@ -279,7 +348,12 @@ async fn check_passes_against_a_healthy_server_without_side_effects() {
     let out = daemon.check().await;
     assert_eq!(out.code(), Some(0), "{out}");
     let ok = lines_starting(&out, "ok");
-    assert_eq!(ok.len(), 2, "one ok line per inbox\n{out}");
+    assert_eq!(
+        ok.len(),
+        3,
+        "one ok line for the state_dir, one per inbox\n{out}"
+    );
+    assert!(ok[0].contains("state_dir"), "{out}");
     assert!(ok.iter().any(|l| l.contains("in0")), "{out}");
     assert!(ok.iter().any(|l| l.contains("in1")), "{out}");
     assert!(lines_starting(&out, "FAIL").is_empty(), "{out}");
@@ -475,4 +549,72 @@ async fn under_journald_every_line_carries_its_priority_in_text_and_json() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_that_does_not_exist_yet_is_made_without_a_stray_line() {
+    let s3 = TestS3::start().await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let dir = logs.path().join("var/log/inboxd");
+    let daemon = Daemon::new(
+        &s3,
+        Setup::new().set("log", "dir", &toml_str(&dir.to_string_lossy())),
+    );
+    let inbox = daemon.inbox().clone();
+    inbox.drop("a.pdf", b"first run");
+    assert!(!dir.exists());
+
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    inbox.assert_done("a.pdf", b"first run");
+    assert!(out.stderr.is_empty(), "stray lines on stderr\n{out}");
+    for line in out.stdout.lines().filter(|l| !l.is_empty()) {
+        // Each line of the text log starts with its timestamp ("2026-...").
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()) && line.contains("Z "),
+            "a line without the log's prefix: {line:?}\n{out}"
+        );
+    }
+    // The daily log file, beside the batch journal (batches.jsonl).
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the log dir was made")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name() != Some(std::ffi::OsStr::new("batches.jsonl")))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(dir.join("batches.jsonl").is_file(), "no batch journal");
+    let logged = std::fs::read_to_string(&files[0]).expect("read the log file");
+    assert!(logged.contains("\"uploaded\""), "{logged}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_while_the_daemon_runs_exits_1_and_says_why_once() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+
+    let out = daemon.once().await;
+    daemon.stop().await;
+    // Refused by something outside the configuration (the ledger is in use): 1, not 2.
+    assert_eq!(out.code(), Some(1), "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        all.matches("in use by another inboxd process").count(),
+        1,
+        "the reason, once\n{out}"
+    );
+    let last = out
+        .stdout
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.contains("inboxd stopped") && last.contains("exit_code=1"),
+        "the last line gives the reason and the exit code\n{out}"
+    );
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use support::assert_object;
 use support::s3::TestS3;
 use support::{
-    BUCKET, Daemon, Op, Setup, TIMEOUT, assert_bytes_eq, content, fingerprint, sha256_hex,
+    BUCKET, Daemon, Op, Setup, TIMEOUT, assert_bytes_eq, content, field, fingerprint, sha256_hex,
     strip_ansi, toml_str, wait_until,
 };
 
@@ -157,6 +157,28 @@ async fn names_that_are_not_utf8_go_to_failed() {
     want.sort();
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
     inbox.assert_empty();
+
+    // Handled without an error about the ledger, and the records are complete: the next
+    // start finds nothing to repair.
+    let log = strip_ansi(&daemon.stdout());
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "ERROR lines:\n{}", errors.join("\n"));
+    // A name with a space reads as one value in the text log, as key= values do.
+    assert!(
+        log.contains("path=\"sub/Übersicht ñ.pdf\""),
+        "path= with a space is not quoted:\n{log}"
+    );
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon started again", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+    daemon.stop().await;
+    let again = daemon.stdout();
+    assert!(
+        !again.contains("ledger: recorded where") && !again.contains("crash"),
+        "the start after a clean stop repaired records:\n{again}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,6 +458,84 @@ async fn sighup_applies_a_changed_config_and_keeps_the_old_one_when_the_new_is_b
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_reloading_and_reloaded_and_nothing_about_stopping_or_crashing() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    let before = content(91, 10_000);
+    inbox.drop("before.pdf", &before);
+    wait_until(TIMEOUT, "before.pdf is in done/", || {
+        inbox.is_done("before.pdf")
+    })
+    .await;
+
+    let text = daemon.config_text();
+    assert!(text.contains("settle = \"300ms\"") && text.contains("concurrency = 4"));
+    daemon.write_config(
+        &text
+            .replace("settle = \"300ms\"", "settle = \"400ms\"")
+            .replace("concurrency = 4", "concurrency = 3"),
+    );
+    daemon.sighup();
+    wait_until(TIMEOUT, "the log says the reload is done", || {
+        daemon.stdout().contains("reloaded")
+    })
+    .await;
+    let after = content(92, 10_000);
+    inbox.drop("after.pdf", &after);
+    wait_until(TIMEOUT, "after.pdf is in done/", || {
+        inbox.is_done("after.pdf")
+    })
+    .await;
+    let log = strip_ansi(&daemon.stdout());
+    daemon.stop().await;
+
+    let reloading: Vec<&str> = log.lines().filter(|l| l.contains("reloading")).collect();
+    assert_eq!(reloading.len(), 1, "{log}");
+    assert!(
+        reloading[0].contains("upload.concurrency") && reloading[0].contains("inbox in0 (settle)"),
+        "the reload line must say what changed: {}",
+        reloading[0]
+    );
+    let reloaded: Vec<&str> = log.lines().filter(|l| l.contains("reloaded")).collect();
+    assert_eq!(reloaded.len(), 1, "{log}");
+    assert!(
+        reloaded[0].contains("upload.concurrency"),
+        "{}",
+        reloaded[0]
+    );
+    // From the reload on, nothing reads like a stop, a start or a crash.
+    let from_reload = &log[log.find("reloading").expect("reloading line")..];
+    for word in ["stopped", "started", "crash"] {
+        assert!(
+            !from_reload.contains(word),
+            "{word:?} in the log of a reload:\n{from_reload}"
+        );
+    }
+    assert_eq!(log.matches("inboxd started").count(), 1, "{log}");
+
+    // The run ends with one line: why, the exit code, and the counts of the whole run.
+    let out = strip_ansi(&daemon.stdout());
+    let last = out
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(last.contains("inboxd stopped"), "last line: {last}\n{out}");
+    let end = daemon.stop_line();
+    assert_eq!(field(&end, "reason"), "stopped by SIGTERM", "{last}");
+    assert_eq!(field(&end, "exit_code"), "0", "{last}");
+    assert_eq!(
+        field(&end, "uploaded"),
+        "2",
+        "counted over the reload: {last}"
+    );
+    assert_eq!(field(&end, "left_in_inbox"), "0", "{last}");
+    inbox.assert_done("before.pdf", &before);
+    inbox.assert_done("after.pdf", &after);
+}
+
 // ---------------------------------------------------------------------------------------------
 // once
 // ---------------------------------------------------------------------------------------------
@@ -512,10 +612,11 @@ async fn a_replaced_inbox_folder_is_watched_again() {
         daemon.inotify_watches() > 0
     })
     .await;
-    assert!(
-        strip_ansi(&daemon.stdout()).contains("the inbox folder was replaced"),
-        "no log line about the replaced folder"
-    );
+    // The watch is in place a moment before the line that says so is written.
+    wait_until(TIMEOUT, "a log line about the replaced folder", || {
+        strip_ansi(&daemon.stdout()).contains("the inbox folder was replaced")
+    })
+    .await;
     let bytes = content(95, 20_000);
     inbox.drop("after.pdf", &bytes);
     wait_until(TIMEOUT, "after.pdf is in done/", || {

@@ -6,7 +6,8 @@ mod support;
 use support::assert_object;
 use support::s3::TestS3;
 use support::{
-    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, wait_until,
+    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, field,
+    strip_ansi, wait_until,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,6 +87,66 @@ async fn permanent_invalid_argument_fails_only_that_file() {
     assert_eq!(s3.list(BUCKET).await, want, "objects in the bucket");
     assert_eq!(s3.puts(&bad_key).await, 0);
     inbox.assert_empty();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_inbox_says_so_once_and_left_counts_no_ignored_file() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::AccessDenied).always(),
+    );
+    let ignored = [
+        ".DS_Store",
+        "notes.tmp",
+        "Thumbs.db",
+        "~$draft.docx",
+        "big.part",
+    ];
+    for (i, rel) in ignored.iter().enumerate() {
+        inbox.drop(rel, &content(60 + i as u64, 1_000));
+    }
+    let files = [("a.pdf", content(70, 9_000)), ("b.pdf", content(71, 9_000))];
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    daemon.start();
+    // Several probe rounds, each handing both files back to wait again.
+    wait_until(TIMEOUT, "three failed probes", || {
+        daemon.stdout().matches("inbox still paused").count() >= 3
+    })
+    .await;
+    let waiting = strip_ansi(&daemon.stdout());
+    let deferred_lines = waiting
+        .lines()
+        .filter(|l| l.contains("batch finished") && !l.contains("deferred=0"))
+        .count();
+    assert!(
+        (1..=2).contains(&deferred_lines),
+        "batch lines while paused: one when the files began to wait, none per round\n{waiting}"
+    );
+
+    s3.plan.clear();
+    wait_until(TIMEOUT, "both files are in done/", || {
+        files.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    daemon.stop().await;
+    let end = daemon.stop_line();
+    assert_eq!(field(&end, "uploaded"), "2", "{end:?}");
+    assert_eq!(field(&end, "deferred"), "0", "{end:?}");
+    assert_eq!(
+        field(&end, "left_in_inbox"),
+        "0",
+        "only ignored files remain, and they are not left: {end:?}"
+    );
+    assert_eq!(daemon.batch_total("uploaded"), 2);
+    inbox.assert_holds(&ignored);
+    for (rel, bytes) in &files {
+        inbox.assert_done(rel, bytes);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

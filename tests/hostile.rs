@@ -376,6 +376,34 @@ async fn unreadable_files_are_retried_before_they_fail() {
         "{reason}"
     );
     assert_eq!(s3.requests_for(Op::PutObject, &inbox.key("never.pdf")), 0);
+
+    // The batch lines and the last line count the same files the same way: never.pdf is
+    // failed once (it is in failed/), not also left; its retry rounds are no news.
+    let end = daemon.stop_line();
+    for (key, want) in [
+        ("uploaded", 1),
+        ("failed", 1),
+        ("deferred", 0),
+        ("left_in_inbox", 0),
+    ] {
+        assert_eq!(
+            support::field(&end, key),
+            want.to_string(),
+            "{key}: {end:?}"
+        );
+        if key == "uploaded" || key == "failed" {
+            assert_eq!(daemon.batch_total(key), want, "{key} over the batch lines");
+        }
+    }
+    let log = strip_ansi(&daemon.stdout());
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("never.pdf") && l.contains("cannot read the file yet"))
+            .count(),
+        1,
+        "one line when it began to wait, none per retry round:\n{log}"
+    );
+    inbox.assert_empty();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,7 +124,7 @@ async fn sixty_files_wait_out_a_70s_outage_as_one_event_and_go_the_moment_it_end
     assert!((30..=45).contains(&probes), "{probes} probes in 70 s");
     let stats = p.stop().await;
     assert_eq!(Stats::get(&stats.uploaded), 60);
-    assert_eq!(Stats::get(&stats.left), 0, "files deferred or requeued");
+    assert_eq!(stats.left(), 0, "files deferred or requeued");
     // One WARN for the outage, and nothing per file.
     let alarms = alarms(&p.logs.text());
     assert_eq!(alarms.len(), 1, "WARN/ERROR lines: {alarms:#?}");
@@ -300,7 +300,7 @@ async fn shutdown_while_waiting_for_the_server_leaves_every_file_in_the_inbox() 
     let stats = p.stop().await;
     assert_eq!(Stats::get(&stats.uploaded), 0);
     assert_eq!(Stats::get(&stats.failed), 0);
-    assert_eq!(Stats::get(&stats.left), 10, "files interrupted");
+    assert_eq!(stats.left(), 10, "files interrupted");
     for (rel, bytes) in &files {
         assert_bytes_eq(
             rel,

@@ -215,6 +215,58 @@ async fn sigterm_lets_the_inflight_upload_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once_with_a_last_line_that_says_so() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().grace("30s"));
+    let inbox = daemon.inbox().clone();
+    let key = inbox.key("slow.pdf");
+    // Longer than the test waits: the first SIGTERM leaves it running in the grace period.
+    s3.push(
+        Op::PutObject,
+        Fault::delay(Duration::from_secs(40)).for_key(&key),
+    );
+    daemon.start();
+    let bytes = content(5, 20_000);
+    inbox.drop("slow.pdf", &bytes);
+    wait_until(TIMEOUT, "the PUT has reached the server", || {
+        s3.requests_for(Op::PutObject, &key) >= 1
+    })
+    .await;
+    daemon.sigterm();
+    wait_until(TIMEOUT, "the first SIGTERM is taken", || {
+        daemon.stdout().contains("shutting down")
+    })
+    .await;
+    assert!(
+        daemon.is_running(),
+        "the first SIGTERM waits for the upload"
+    );
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status after a second SIGTERM: {status}"
+    );
+
+    let out = support::strip_ansi(&daemon.stdout());
+    let last = out
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(last.contains("inboxd stopped"), "last line: {last}\n{out}");
+    let end = daemon.stop_line();
+    assert!(
+        support::field(&end, "reason").starts_with("a second SIGTERM: exiting at once"),
+        "{last}"
+    );
+    assert_eq!(support::field(&end, "exit_code"), "1", "{last}");
+    assert_eq!(out.matches("inboxd stopped").count(), 1, "{out}");
+    // Nothing lost: the file is still in the inbox, for the next start.
+    assert!(inbox.in_inbox("slow.pdf"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkills_under_load_lose_nothing_and_store_nothing_twice() {
     // 40 files, uploads slowed by the server, and the daemon killed (SIGKILL: no drain, no
     // flush) three times at different moments. Whatever was cut off where, after a last

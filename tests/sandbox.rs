@@ -67,7 +67,11 @@ fn config_arg(daemon: &Daemon) -> String {
 
 /// The `ok` line of `check` for the only inbox.
 fn ok_line(out: &CliOutput) -> &str {
-    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("ok")).collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok") && !l.contains("state_dir"))
+        .collect();
     assert_eq!(lines.len(), 1, "one ok line\n{out}");
     lines[0]
 }
@@ -263,5 +267,167 @@ async fn check_reports_a_missing_inbox_folder_as_an_error() {
             .lines()
             .any(|l| l.starts_with("ok") && l.contains("in0")),
         "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// check, as the user the service runs as
+// ---------------------------------------------------------------------------------------------
+
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+
+fn am_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Gives `dir` to root with `mode` (made if missing).
+fn root_owned(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::chown(dir, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The FAIL line that names `what` (an inbox's name, or "state_dir").
+fn fail_line<'a>(out: &'a CliOutput, what: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.split_whitespace().nth(1) == Some(what))
+        .unwrap_or_else(|| panic!("no FAIL line for {what}\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_as_the_service_user_names_each_folder_it_cannot_use() {
+    if !am_root() {
+        println!("SKIP: switching to another user needs root");
+        return;
+    }
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let state = daemon.dir().join("state");
+    // The service user owns the test folder (it can read the config and reach every folder);
+    // root keeps four folders it may not use: done/ not writable, failed/ not even readable,
+    // the state_dir not writable, and an inbox everyone may write into but with the sticky
+    // bit, so that files others drop could not be moved out.
+    daemon.give_to(NOBODY, NOGROUP);
+    root_owned(&inbox.done, 0o755);
+    root_owned(&inbox.failed, 0o700);
+    root_owned(&state, 0o755);
+    root_owned(&inbox.path, 0o1777);
+    let config = config_arg(&daemon);
+
+    let out = daemon
+        .cli(&["check", "--config", &config, "--user", "nobody"], &[])
+        .await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let line = fail_line(&out, "in0");
+    for want in [
+        format!("done_dir {}: not writable as nobody", inbox.done.display()),
+        format!(
+            "failed_dir {}: not readable as nobody",
+            inbox.failed.display()
+        ),
+        format!(
+            "inbox {}: files others drop cannot be moved out of it as nobody: the folder has the sticky bit",
+            inbox.path.display()
+        ),
+    ] {
+        assert!(line.contains(&want), "missing {want:?}\n{out}");
+    }
+    assert!(
+        !line.contains("not reachable"),
+        "the bucket is fine (probed as root, with the credentials)\n{out}"
+    );
+    let state_line = fail_line(&out, "state_dir");
+    assert!(
+        state_line.contains(&state.display().to_string())
+            && state_line.contains("not writable as nobody"),
+        "{out}"
+    );
+
+    // Run by the service user itself, the same checks say the same.
+    let mut cmd = daemon.command(&["check", "--config", &config]);
+    cmd.uid(NOBODY).gid(NOGROUP);
+    let own = cmd.output().await.expect("run check as nobody");
+    let own_out = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert_eq!(own.status.code(), Some(1), "{own_out}");
+    assert!(
+        own_out.contains(&format!(
+            "done_dir {}: not writable as nobody",
+            inbox.done.display()
+        )),
+        "{own_out}"
+    );
+
+    // Root itself may use every folder: all is well, with a note to check as the service user.
+    let as_root = daemon.check().await;
+    assert_eq!(as_root.code(), Some(0), "{as_root}");
+    assert!(as_root.stdout.contains("--user inboxd"), "{as_root}");
+
+    // Fixed: the service user's folders are its own again.
+    daemon.give_to(NOBODY, NOGROUP);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&inbox.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fixed = daemon
+        .cli(&["check", "--config", &config, "--user", "nobody"], &[])
+        .await;
+    assert_eq!(fixed.code(), Some(0), "{fixed}");
+    assert!(fixed.stdout.contains("folders usable as nobody"), "{fixed}");
+    // The checks leave nothing behind.
+    for dir in [&inbox.path, &inbox.done, &inbox.failed, &state] {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{} holds {left:?}", dir.display());
+    }
+
+    // A ledger made by root (`inboxd ledger` run without sudo -u): the folder is the service
+    // user's, the database in it is not, and the service could not open it.
+    daemon.ledger().await;
+    let out = daemon
+        .cli(&["check", "--config", &config, "--user", "nobody"], &[])
+        .await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let line = fail_line(&out, "state_dir");
+    assert!(
+        line.contains("not writable as nobody")
+            && line.contains(&format!("{}/ledger", state.display())),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_as_another_user_needs_root_and_a_real_user() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let config = config_arg(&daemon);
+    let unknown = daemon
+        .cli(
+            &["check", "--config", &config, "--user", "no-such-user-here"],
+            &[],
+        )
+        .await;
+    assert_eq!(unknown.code(), Some(2), "a usage error\n{unknown}");
+    assert!(
+        unknown.stderr.contains("no-such-user-here: no such user"),
+        "{unknown}"
+    );
+    if !am_root() {
+        return;
+    }
+    // Not root, and not that user: refused as a usage error, before anything is checked.
+    daemon.give_to(NOBODY, NOGROUP);
+    let mut cmd = daemon.command(&["check", "--config", &config, "--user", "root"]);
+    cmd.uid(NOBODY).gid(NOGROUP);
+    let out = cmd.output().await.expect("run check as nobody");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only root can check as another user"),
+        "{out:?}"
     );
 }

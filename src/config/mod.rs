@@ -13,8 +13,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod errors;
 mod raw;
+mod units;
 mod validate;
+use errors::{describe_figment, env_var_name};
 use raw::*;
 use validate::Ctx;
 
@@ -24,20 +27,13 @@ const ENV_PREFIX: &str = "INBOXD_";
 
 /// A configuration problem; the binary exits 2 on any of these.
 #[derive(Debug, thiserror::Error)]
-#[error("config error in {source_desc}: {message}")]
+#[error("config error in {source_desc}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
 pub struct ConfigError {
     /// "/etc/inboxd/inboxd.toml" or "environment variable INBOXD_X__Y".
     pub source_desc: String,
+    /// The line of the file the problem is on, when known.
+    pub line: Option<usize>,
     pub message: String,
-}
-
-impl ConfigError {
-    fn in_file(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError {
-            source_desc: file.display().to_string(),
-            message: message.into(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,7 +184,7 @@ impl Settings {
             } else {
                 "file not found"
             };
-            return Err(ConfigError::in_file(file, why));
+            return Err(ConfigError::in_file(file, "", why));
         }
         let figment = Figment::new()
             // file_exact: a missing file must be an error, never a silently empty config.
@@ -243,6 +239,93 @@ impl Settings {
         })
     }
 
+    /// What differs from `self` in `new`, as keys (`upload.concurrency`) and inboxes (`inbox
+    /// lab added`), for the line that says what a reload changed.
+    pub fn changes(&self, new: &Settings) -> Vec<String> {
+        let mut out = Vec::new();
+        // Each named key that differs; a section that differs in a key not named here is
+        // still reported, by its name.
+        macro_rules! keys {
+            ($section:literal, $a:expr, $b:expr, [$($field:ident),*]) => {{
+                let before = out.len();
+                $(
+                    if $a.$field != $b.$field {
+                        out.push(format!(concat!($section, ".{}"), stringify!($field)));
+                    }
+                )*
+                if out.len() == before && $a != $b {
+                    out.push(format!("[{}]", $section));
+                }
+            }};
+        }
+        if self.state_dir != new.state_dir {
+            out.push("state_dir".to_owned());
+        }
+        keys!(
+            "s3",
+            self.s3,
+            new.s3,
+            [endpoint, region, force_path_style, connect_timeout, ca_pem]
+        );
+        keys!(
+            "upload",
+            self.upload,
+            new.upload,
+            [
+                concurrency,
+                max_attempts,
+                retry_initial,
+                retry_max,
+                retry_later,
+                unreadable_retry_for,
+                on_conflict,
+                multipart_threshold,
+                part_size
+            ]
+        );
+        keys!(
+            "batch",
+            self.batch,
+            new.batch,
+            [max_files, max_bytes, window]
+        );
+        keys!("watch", self.watch, new.watch, [rescan, poll_interval]);
+        if self.shutdown_grace != new.shutdown_grace {
+            out.push("shutdown.grace".to_owned());
+        }
+        if self.ledger_keep != new.ledger_keep {
+            out.push("ledger.keep".to_owned());
+        }
+        keys!("log", self.log, new.log, [format, dir, keep, level]);
+        for inbox in &new.inboxes {
+            match self.inboxes.iter().find(|i| i.name == inbox.name) {
+                None => out.push(format!("inbox {} added", inbox.name)),
+                Some(old) if old != inbox => {
+                    let mut fields = Vec::new();
+                    macro_rules! fields {
+                        ($($field:ident),*) => {
+                            $( if old.$field != inbox.$field { fields.push(stringify!($field)); } )*
+                        };
+                    }
+                    fields!(
+                        path, done_dir, failed_dir, bucket, prefix, settle, watch, ignore,
+                        fs_timeout
+                    );
+                    out.push(format!("inbox {} ({})", inbox.name, fields.join(", ")));
+                }
+                Some(_) => {}
+            }
+        }
+        for old in &self.inboxes {
+            if !new.inboxes.iter().any(|i| i.name == old.name) {
+                out.push(format!("inbox {} removed", old.name));
+            }
+        }
+        out.iter_mut()
+            .for_each(|c| *c = c.replace("s3.ca_pem", "s3.ca_file"));
+        out
+    }
+
     /// Checks what can only be checked on this machine: no inbox path names something that
     /// is not a folder. A missing inbox folder is not an error here (a share that is not
     /// mounted yet): the daemon reports it and takes the inbox up when the folder appears.
@@ -251,6 +334,7 @@ impl Settings {
             if inbox.path.exists() && !inbox.path.is_dir() {
                 return Err(ConfigError::in_file(
                     &self.file,
+                    &format!("inbox[{i}].path"),
                     format!(
                         "key `inbox[{i}].path`: {} is not a folder",
                         inbox.path.display()
@@ -260,57 +344,6 @@ impl Settings {
         }
         Ok(())
     }
-}
-
-/// Turns figment's error into one naming the key and the file or environment variable.
-fn describe_figment(file: &Path, error: figment::Error) -> ConfigError {
-    let mut source_desc = file.display().to_string();
-    let mut parts = Vec::new();
-    for e in error {
-        let from_env = e
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.name.contains("environment"));
-        let key = key_name(&e.path);
-        if from_env {
-            source_desc = format!(
-                "environment variable {}",
-                env_var_name(e.path.iter().map(String::as_str))
-            );
-        }
-        let kind = e.kind.to_string();
-        if key.is_empty() {
-            parts.push(kind);
-        } else {
-            parts.push(format!("key `{key}`: {kind}"));
-        }
-    }
-    ConfigError {
-        source_desc,
-        message: parts.join("; "),
-    }
-}
-
-/// `["inbox", "0", "bucket"]` → `inbox[0].bucket`, the way the rest of our messages spell it.
-fn key_name(path: &[String]) -> String {
-    let mut out = String::new();
-    for part in path {
-        if !out.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(part);
-        }
-    }
-    out
-}
-
-/// `upload.concurrency` → `INBOXD_UPLOAD__CONCURRENCY`.
-fn env_var_name<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let parts: Vec<String> = parts.map(str::to_uppercase).collect();
-    format!("{ENV_PREFIX}{}", parts.join("__"))
 }
 
 /// Makes `p` absolute and removes `.`/`..` lexically (without touching the disk, since done/
@@ -410,6 +443,192 @@ bucket = "b"
     }
 
     #[test]
+    fn errors_say_what_to_write_and_where() {
+        let e =
+            load_str(&GOOD.replace("bucket = \"b\"", "bucket = \"b\"\nsettle = 2")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(", line 9: key `inbox[0].settle`: a duration needs its unit, written as a string: settle = \"2s\""),
+            "{e}"
+        );
+        let e = load_str(&format!("{GOOD}\n[batch]\nmax_bytes = 1073741824\n")).unwrap_err();
+        assert!(e.to_string().contains("max_bytes = \"1 GiB\""), "{e}");
+        assert!(e.to_string().contains("line 11"), "{e}");
+        let e = load_str(&format!("{GOOD}\n[upload]\nconcurency = 3\n")).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(
+            text.matches('`').count(),
+            2,
+            "only the key is quoted: {text}"
+        );
+        assert!(
+            text.contains(
+                "key `upload.concurency`: not a known key; the keys here are concurrency, "
+            ),
+            "{text}"
+        );
+        let e = load_str(&format!("{GOOD}\n[upload]\nconcurrency = \"many\"\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("expected a whole number, found the text \"many\""),
+            "{e}"
+        );
+        let e = load_str(&format!("{GOOD}\n[upload]\non_conflict = \"replace\"\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"replace\" is not one of \"rename\", \"fail\", \"overwrite\""),
+            "{e}"
+        );
+        let e = load_str(&format!("{GOOD}\n[upload\n")).unwrap_err();
+        assert!(e.to_string().contains(", line 10: not valid TOML: "), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+
+    /// examples/inboxd.toml, as shipped, is the built-in defaults: the same settings as its
+    /// required keys alone.
+    #[test]
+    fn the_example_configuration_sets_only_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inboxd.toml");
+        let text = std::fs::read_to_string(&example).unwrap();
+        let full = Settings::load(&example).unwrap_or_else(|e| panic!("{e}"));
+        // The required keys only: the top of each [[inbox]] block down to `bucket`.
+        let mut minimal = String::new();
+        let mut keep = false;
+        for line in text.lines() {
+            if line == "[[inbox]]" {
+                keep = true;
+            }
+            if keep && !line.starts_with('#') {
+                minimal.push_str(line);
+                minimal.push('\n');
+            }
+            if line.starts_with("bucket = ") {
+                keep = false;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("bare.toml");
+        std::fs::write(&bare, &minimal).unwrap();
+        let defaults = Settings::load(&bare).unwrap_or_else(|e| panic!("{e}\n{minimal}"));
+        assert_eq!(Settings { file: bare, ..full }, defaults);
+    }
+
+    /// Every default in README's key tables is what examples/inboxd.toml shows for the key:
+    /// set to it, or commented out with it; "not set" keys are commented out.
+    #[test]
+    fn the_readme_and_the_example_agree_on_every_default() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let example = std::fs::read_to_string(root.join("examples/inboxd.toml")).unwrap();
+        // (section, key) → (value, commented) as the example writes them.
+        let mut shown: Vec<(String, String, String, bool)> = Vec::new();
+        let mut section = String::new();
+        for line in example.lines() {
+            if line.starts_with('[') {
+                section = line.trim_matches(['[', ']']).to_owned();
+                continue;
+            }
+            let (commented, body) = match line.strip_prefix("# ") {
+                Some(b) => (true, b),
+                None => (false, line),
+            };
+            let Some((key, value)) = body.split_once(" = ") else {
+                continue;
+            };
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                shown.push((section.clone(), key.to_owned(), value.to_owned(), commented));
+            }
+        }
+        let mut section = String::new();
+        let mut checked = 0;
+        for line in readme.lines() {
+            if let Some(h) = line.strip_prefix("### ") {
+                section = match h {
+                    "Top level" => String::new(),
+                    h if h.starts_with("`[") => h
+                        .trim_start_matches("`[")
+                        .split(']')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_start_matches('[')
+                        .to_owned(),
+                    _ => "-".to_owned(),
+                };
+                continue;
+            }
+            let cells: Vec<&str> = line.split(" | ").collect();
+            if section == "-" || cells.len() < 4 || !cells[0].starts_with("| `") {
+                continue;
+            }
+            let key = cells[0].trim_start_matches("| `").trim_end_matches('`');
+            let default = cells[2];
+            let lines: Vec<_> = shown
+                .iter()
+                .filter(|(s, k, _, _)| s == &section && k == key)
+                .collect();
+            assert!(!lines.is_empty(), "[{section}] {key} is not in the example");
+            if default == "required" {
+                continue;
+            }
+            if default.starts_with("not set") {
+                assert!(
+                    lines.iter().all(|(_, _, _, commented)| *commented),
+                    "[{section}] {key}: README says not set, the example sets it"
+                );
+            } else if let Some(value) = default
+                .strip_prefix('`')
+                .and_then(|d| d.strip_suffix('`'))
+                .filter(|d| !d.contains('`'))
+            {
+                assert!(
+                    lines.iter().any(|(_, _, v, _)| v == value),
+                    "[{section}] {key}: README's default {value} is not what the example shows: {lines:?}"
+                );
+            } else {
+                continue; // a default that depends on another key
+            }
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn a_reload_says_what_changed() {
+        let old = load_str(GOOD).unwrap();
+        let two = GOOD.to_owned()
+            + "[[inbox]]\nname = \"b\"\npath = \"in2\"\ndone_dir = \"d2\"\nfailed_dir = \"f2\"\nbucket = \"b\"\n";
+        let new = load_str(&format!(
+            "{}\n[upload]\nconcurrency = 4\n",
+            two.replace("bucket = \"b\"\n", "bucket = \"b\"\nsettle = \"5s\"\n")
+        ))
+        .unwrap();
+        let changes = Settings {
+            file: old.file.clone(),
+            ..new
+        }
+        .changes_from_test(&old);
+        assert_eq!(
+            changes,
+            ["upload.concurrency", "inbox a (settle)", "inbox b added"]
+        );
+        assert!(old.changes(&old).is_empty());
+    }
+
+    impl Settings {
+        /// `changes` seen from the new side, with the state dirs of two temp dirs made equal.
+        fn changes_from_test(self, old: &Settings) -> Vec<String> {
+            let mut new = self;
+            new.state_dir = old.state_dir.clone();
+            for (n, o) in new.inboxes.iter_mut().zip(&old.inboxes) {
+                n.path = o.path.clone();
+                n.done_dir = o.done_dir.clone();
+                n.failed_dir = o.failed_dir.clone();
+            }
+            old.changes(&new)
+        }
+    }
+
+    #[test]
     fn a_prefix_must_end_with_a_slash() {
         let with = |p: &str| {
             load_str(&GOOD.replace("bucket = \"b\"", &format!("bucket = \"b\"\nprefix = {p:?}")))
@@ -419,15 +638,5 @@ bucket = "b"
         assert!(e.to_string().contains("\"team/\""), "{e}");
         assert_eq!(with("team/").unwrap().inboxes[0].prefix, "team/");
         assert_eq!(with("").unwrap().inboxes[0].prefix, "");
-    }
-
-    #[test]
-    fn key_and_env_names() {
-        let path: Vec<String> = ["inbox", "0", "bucket"].map(String::from).to_vec();
-        assert_eq!(key_name(&path), "inbox[0].bucket");
-        assert_eq!(
-            env_var_name("upload.concurrency".split('.')),
-            "INBOXD_UPLOAD__CONCURRENCY"
-        );
     }
 }

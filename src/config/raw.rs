@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::{LogFormat, OnConflict, WatchMode};
+use super::{LogFormat, OnConflict, WatchMode, units};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +38,7 @@ pub(super) struct RawS3 {
     pub(super) endpoint: Option<String>,
     pub(super) region: Option<String>,
     pub(super) force_path_style: Option<bool>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) connect_timeout: Option<Duration>,
     pub(super) ca_file: Option<std::path::PathBuf>,
     #[serde(default, with = "humantime_serde")]
@@ -51,48 +50,51 @@ pub(super) struct RawS3 {
 pub(super) struct RawUpload {
     pub(super) concurrency: Option<usize>,
     pub(super) max_attempts: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) retry_initial: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) retry_max: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) retry_later: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) unreadable_retry_for: Option<Duration>,
     pub(super) on_conflict: Option<OnConflict>,
-    pub(super) multipart_threshold: Option<ByteSize>,
-    pub(super) part_size: Option<ByteSize>,
+    #[serde(default, deserialize_with = "units::size")]
+    pub(super) multipart_threshold: Option<u64>,
+    #[serde(default, deserialize_with = "units::size")]
+    pub(super) part_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBatch {
     pub(super) max_files: Option<usize>,
-    pub(super) max_bytes: Option<ByteSize>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::size")]
+    pub(super) max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWatch {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) rescan: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLedger {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) keep: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShutdown {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) grace: Option<Duration>,
 }
 
@@ -120,10 +122,10 @@ pub(super) struct RawInbox {
     pub(super) failed_dir: Option<PathBuf>,
     pub(super) bucket: Option<String>,
     pub(super) prefix: Option<String>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) settle: Option<Duration>,
     pub(super) watch: Option<WatchMode>,
     pub(super) ignore: Option<Vec<String>>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) fs_timeout: Option<Duration>,
 }

@@ -40,10 +40,11 @@ impl<'a> Ctx<'a> {
         if from_env {
             ConfigError {
                 source_desc: format!("environment variable {}", env_var_name(key.split('.'))),
+                line: None,
                 message: format!("key `{key}`: {msg}"),
             }
         } else {
-            ConfigError::in_file(self.file, format!("key `{key}`: {msg}"))
+            ConfigError::in_file(self.file, key, format!("key `{key}`: {msg}"))
         }
     }
 
@@ -118,8 +119,8 @@ impl<'a> Ctx<'a> {
                 "must not be shorter than upload.retry_initial",
             ));
         }
-        let multipart_threshold = u.multipart_threshold.map_or(64 * MIB, |b| b.as_u64());
-        let part_size = u.part_size.map_or(16 * MIB, |b| b.as_u64());
+        let multipart_threshold = u.multipart_threshold.unwrap_or(64 * MIB);
+        let part_size = u.part_size.unwrap_or(16 * MIB);
         if part_size < 5 * MIB {
             return Err(self.err(
                 "upload.part_size",
@@ -157,7 +158,7 @@ impl<'a> Ctx<'a> {
     pub(super) fn batch(&self, raw: RawBatch) -> Result<BatchSettings, ConfigError> {
         let batch = BatchSettings {
             max_files: raw.max_files.unwrap_or(20),
-            max_bytes: raw.max_bytes.map_or(1024 * MIB, |b| b.as_u64()),
+            max_bytes: raw.max_bytes.unwrap_or(1024 * MIB),
             window: raw.window.unwrap_or(Duration::from_millis(500)),
         };
         if batch.max_files == 0 {

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::claims::Claims;
 use crate::config::InboxSettings;
 use crate::ledger::{Ledger, LedgerError, Record, State};
-use crate::run::{Mode, Stats};
+use crate::run::{Fate, Mode, Stats};
 use crate::stall::FsGuard;
 use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome, Report};
@@ -87,11 +86,12 @@ impl FinishStage {
                 match r {
                     Report::File(o) => {
                         let key = rec.as_ref().and_then(|r| r.key.clone());
-                        self.complete(&o, rec, moved).await;
+                        let (fate, news) = self.complete(&o, rec, moved).await;
                         self.stats.mark_finished();
                         let inbox = &self.inboxes[o.file.inbox].name;
-                        self.ops.file(o.batch, observe::file_status(&o, inbox, key));
-                        self.report(reports.outcome(o.batch, &o.result));
+                        self.ops
+                            .file(o.batch, observe::file_status(&o, fate, inbox, key));
+                        self.report(reports.outcome(o.batch, fate, news));
                     }
                     Report::BatchClosed(summary) => self.report(reports.closed(summary)),
                 }
@@ -213,17 +213,23 @@ impl FinishStage {
         out
     }
 
+    /// Counts the file's fate (see [`Stats::count`]); true when that is news, and its lines
+    /// are worth more than debug level.
+    fn count(&self, o: &Outcome, fate: Fate) -> bool {
+        self.stats.count(&o.file.path, fate)
+    }
+
     /// Completes the file's move (its outcome is already durable; `moved` is the move already
-    /// made for it, if any) and releases or defers its claim.
+    /// made for it, if any), releases or defers its claim, and says what became of the file
+    /// and whether that is news.
     async fn complete(
         &self,
         o: &Outcome,
         rec: Option<Record>,
         moved: Option<std::io::Result<beneath::Moved>>,
-    ) {
+    ) -> (Fate, bool) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        let stats = &self.stats;
         let left_here = rec
             .as_ref()
             .is_some_and(|r| r.source_left == Some([o.file.sig.dev, o.file.sig.ino]));
@@ -233,20 +239,18 @@ impl FinishStage {
                 FileResult::Duplicate { .. } | FileResult::Failed { .. }
             )
         {
-            self.remove_left_source(o, rec).await;
-            return;
+            return self.remove_left_source(o, rec).await;
         }
         match &o.result {
             FileResult::Uploaded { key, existed, .. } => {
                 let moved = self.moved_or_move(o, moved, &inbox.done_dir).await;
-                self.after_done(o, rec, key, Some(*existed), moved);
+                self.after_done(o, rec, key, Some(*existed), moved)
             }
             FileResult::Duplicate { key } => {
                 let moved = self.moved_or_move(o, moved, &inbox.done_dir).await;
-                self.after_done(o, rec, key.as_deref().unwrap_or(""), None, moved);
+                self.after_done(o, rec, key.as_deref().unwrap_or(""), None, moved)
             }
             FileResult::Failed { reason } => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
                 match self.moved_or_move(o, moved, &inbox.failed_dir).await {
                     Ok(moved) => {
                         let note = Reason::of(&moved.dest, inbox, o, reason);
@@ -256,7 +260,7 @@ impl FinishStage {
                         }
                         tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                             dest = %escape(&moved.dest), "failed; moved to failed/");
-                        self.after_move(o, rec, State::Failed, moved);
+                        self.after_move(o, rec, State::Failed, Fate::Failed, moved)
                     }
                     Err(e) if beneath::is_unmovable(&e) => {
                         // A FIFO, socket or device, and failed/ is on another file system:
@@ -266,43 +270,58 @@ impl FinishStage {
                             retry_in = ?STUCK_RETRY,
                             "cannot be moved to failed/; it stays in the inbox (remove it by hand)");
                         self.claims.defer(path, Instant::now() + STUCK_RETRY);
+                        (Fate::Deferred, self.count(o, Fate::Deferred))
                     }
                     Err(e) => {
+                        // Not failed yet in the counts' sense: a file counted failed is in
+                        // failed/. It stays in the inbox and its move is tried again.
                         tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                             error = %e, "failed, and cannot move the file to failed/; it stays in the inbox");
                         self.claims.defer(path, Instant::now() + self.retry_later);
+                        (Fate::Deferred, self.count(o, Fate::Deferred))
                     }
                 }
             }
             FileResult::Deferred { reason } => {
-                stats.left.fetch_add(1, Ordering::Relaxed);
+                let news = self.count(o, Fate::Deferred);
                 if self.mode == Mode::Once {
                     tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                         "not uploaded now; left in the inbox for the next run");
-                } else {
+                } else if news {
                     tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
+                        retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
+                } else {
+                    // Said when it began; each further round only at debug level.
+                    tracing::debug!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                         retry_in = ?self.retry_later, "not uploaded now; stays in the inbox and is tried again later");
                 }
                 self.claims.defer(path, Instant::now() + self.retry_later);
+                (Fate::Deferred, news)
             }
             FileResult::Paused { reason, until } => {
-                stats.left.fetch_add(1, Ordering::Relaxed);
                 // The pause itself is logged once (and at each failed probe); per file, debug.
                 tracing::debug!(inbox = %inbox.name, path = %escape(&o.file.rel), reason = %escape(reason),
                     "inbox paused; the file stays in the inbox");
                 self.claims.defer(path, *until);
+                (Fate::Deferred, self.count(o, Fate::Deferred))
             }
             FileResult::Changed => {
-                stats.left.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
-                    "file changed while being processed; it goes round again once stable");
+                let news = self.count(o, Fate::Requeued);
+                if news {
+                    tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
+                        "file changed while being processed; it goes round again once stable");
+                } else {
+                    tracing::debug!(inbox = %inbox.name, path = %escape(&o.file.rel),
+                        "file changed while being processed; it goes round again once stable");
+                }
                 self.claims.release(path);
+                (Fate::Requeued, news)
             }
             FileResult::Interrupted => {
-                stats.left.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
                     "interrupted by shutdown; stays in the inbox for the next start");
                 self.claims.release(path);
+                (Fate::Requeued, self.count(o, Fate::Requeued))
             }
         }
     }
@@ -316,33 +335,33 @@ impl FinishStage {
         key: &str,
         existed: Option<bool>,
         moved: std::io::Result<beneath::Moved>,
-    ) {
+    ) -> (Fate, bool) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
         match moved {
             Ok(moved) => {
                 let dest = &moved.dest;
-                match existed {
+                let fate = match existed {
                     None => {
-                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
                             dest = %escape(&dest), "identical file seen again; not re-uploaded, moved to done");
+                        Fate::Duplicate
                     }
                     Some(existed) => {
-                        self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
                             bytes = o.file.size, already_there = existed, dest = %escape(&dest), "uploaded");
+                        Fate::Uploaded
                     }
-                }
-                self.after_move(o, rec, State::Finished, moved);
+                };
+                self.after_move(o, rec, State::Finished, fate, moved)
             }
             Err(e) => {
                 // The upload is recorded; only the move failed. Leave the file in the inbox:
                 // the next attempt sees "uploaded" in the ledger and only moves it.
-                self.stats.left.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), key,
                     error = %e, done_dir = %inbox.done_dir.display(), "uploaded, but cannot move the file to done/; will retry");
                 self.claims.defer(path, Instant::now() + self.retry_later);
+                (Fate::Deferred, self.count(o, Fate::Deferred))
             }
         }
     }
@@ -350,36 +369,43 @@ impl FinishStage {
     /// Records where the file went and releases its claim. When the move was a copy to
     /// another file system whose original could not be removed, the record says so, so that
     /// the original is never copied (or uploaded) again, only removed.
+    ///
+    /// `fate` is what the file counts as once it has left the inbox; an original that could not
+    /// be removed counts as deferred until it is (see [`FinishStage::remove_left_source`]).
     fn after_move(
         &self,
         o: &Outcome,
         mut rec: Option<Record>,
         state: State,
+        fate: Fate,
         moved: beneath::Moved,
-    ) {
+    ) -> (Fate, bool) {
         let path = &o.file.path;
         match moved.source_left {
             None => {
                 self.finished(rec, state, moved.dest);
                 self.claims.release(path);
+                (fate, self.count(o, fate))
             }
             Some(e) => {
                 let inbox = &self.inboxes[o.file.inbox];
-                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(),
-                    dest = %moved.dest.display(), error = %e, retry_in = ?STUCK_RETRY,
+                tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel),
+                    dest = %escape(&moved.dest), error = %e, retry_in = ?STUCK_RETRY,
                     "copied, but the original cannot be removed from the inbox; it is not copied again (remove it by hand)");
                 if let Some(r) = rec.as_mut() {
                     r.source_left = Some([o.file.sig.dev, o.file.sig.ino]);
                 }
                 self.finished(rec, state, moved.dest);
                 self.claims.defer(path, Instant::now() + STUCK_RETRY);
+                (Fate::Deferred, self.count(o, Fate::Deferred))
             }
         }
     }
 
     /// The original of a file already copied to done/ or failed/ is back in view: only try
-    /// removing it again.
-    async fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) {
+    /// removing it again. Once removed, the file has left the inbox and counts as what its
+    /// copy is: uploaded (in done/) or failed.
+    async fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) -> (Fate, bool) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
         let (root, rel) = (inbox.path.clone(), o.file.rel.clone());
@@ -388,8 +414,12 @@ impl FinishStage {
             .await;
         match removed {
             Ok(()) => {
-                tracing::info!(inbox = %inbox.name, path = %o.file.rel.display(),
+                tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
                     "removed the original of a file copied earlier");
+                let fate = match rec.as_ref().map(|r| r.state) {
+                    Some(State::Failed) => Fate::Failed,
+                    _ => Fate::Uploaded,
+                };
                 if let Some(mut r) = rec {
                     r.source_left = None;
                     if let Err(e) = self.ledger.put(&mut r) {
@@ -397,12 +427,14 @@ impl FinishStage {
                     }
                 }
                 self.claims.release(path);
+                (fate, self.count(o, fate))
             }
             Err(e) => {
-                tracing::error!(inbox = %inbox.name, path = %o.file.rel.display(), error = %e,
+                tracing::error!(inbox = %inbox.name, path = %escape(&o.file.rel), error = %e,
                     retry_in = ?STUCK_RETRY,
                     "already copied, and the original still cannot be removed from the inbox; it is not copied again (remove it by hand)");
                 self.claims.defer(path, Instant::now() + STUCK_RETRY);
+                (Fate::Deferred, self.count(o, Fate::Deferred))
             }
         }
     }
@@ -473,17 +505,29 @@ impl FinishStage {
     }
 }
 
+/// The one summary line per batch. A batch of files that only wait again as they waited
+/// before (a paused inbox's retry rounds) is no news: debug level.
 fn log_report(r: &BatchReport) {
-    tracing::info!(
-        batch = r.summary.id,
-        files = r.summary.files,
-        uploaded = r.uploaded,
-        duplicates = r.duplicates,
-        failed = r.failed,
-        deferred = r.deferred,
-        requeued = r.requeued,
-        bytes = r.summary.bytes,
-        duration_ms = r.summary.opened.elapsed().as_millis() as u64,
-        "batch finished"
-    );
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                batch = r.summary.id,
+                files = r.summary.files,
+                uploaded = r.uploaded,
+                duplicates = r.duplicates,
+                failed = r.failed,
+                deferred = r.deferred,
+                requeued = r.requeued,
+                bytes = r.summary.bytes,
+                duration_ms = r.summary.opened.elapsed().as_millis() as u64,
+                "batch finished"
+            )
+        };
+    }
+    if r.news {
+        line!(tracing::Level::INFO);
+    } else {
+        line!(tracing::Level::DEBUG);
+    }
 }

@@ -2,23 +2,29 @@
 //! module's own terms, so that ops needs nothing from the stages.
 
 use crate::ops::{BatchStatus, FileStatus};
+use crate::run::Fate;
 use crate::upload::{FileResult, Outcome};
 
 use super::report::BatchReport;
 
-/// The outcome's name as metrics and `/status` use it: the same five words as the batch
-/// line (`requeued` files go round again and are not counted as finished).
-fn outcome_word(result: &FileResult) -> &'static str {
-    match result {
-        FileResult::Uploaded { .. } => "uploaded",
-        FileResult::Duplicate { .. } => "duplicate",
-        FileResult::Failed { .. } => "failed",
-        FileResult::Deferred { .. } | FileResult::Paused { .. } => "deferred",
-        FileResult::Changed | FileResult::Interrupted => "requeued",
+/// The file's fate as metrics and `/status` name it: the same five words, and the same
+/// decision, as the batch line (`requeued` files go round again and are not counted).
+fn outcome_word(fate: Fate) -> &'static str {
+    match fate {
+        Fate::Uploaded => "uploaded",
+        Fate::Duplicate => "duplicate",
+        Fate::Failed => "failed",
+        Fate::Deferred => "deferred",
+        Fate::Requeued => "requeued",
     }
 }
 
-pub(super) fn file_status(o: &Outcome, inbox: &str, recorded_key: Option<String>) -> FileStatus {
+pub(super) fn file_status(
+    o: &Outcome,
+    fate: Fate,
+    inbox: &str,
+    recorded_key: Option<String>,
+) -> FileStatus {
     let (key, reason) = match &o.result {
         FileResult::Uploaded { key, .. } => (Some(key.clone()), None),
         FileResult::Duplicate { key } => (key.clone().or(recorded_key), None),
@@ -31,7 +37,7 @@ pub(super) fn file_status(o: &Outcome, inbox: &str, recorded_key: Option<String>
     FileStatus {
         inbox: inbox.to_owned(),
         path: crate::telemetry::escape(&o.file.rel),
-        outcome: outcome_word(&o.result),
+        outcome: outcome_word(fate),
         key,
         size: o.file.size,
         duration_ms: o.took.as_millis() as u64,

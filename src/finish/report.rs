@@ -5,19 +5,21 @@
 use std::collections::HashMap;
 
 use crate::batch::Summary;
-use crate::upload::FileResult;
+use crate::run::Fate;
 
-/// A finished batch: its totals and what became of its files.
+/// A finished batch: its totals and what became of its files (each counted once, by its
+/// [`Fate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchReport {
     pub summary: Summary,
     pub uploaded: usize,
     pub duplicates: usize,
     pub failed: usize,
-    /// Deferred, or waiting on a paused or stalled inbox: still in the inbox.
     pub deferred: usize,
-    /// Changed while processed, or interrupted by shutdown: offered again.
     pub requeued: usize,
+    /// Some file's fate is news (see [`crate::run::is_news`]); a batch of files that only
+    /// wait again as they waited before is reported at debug level.
+    pub news: bool,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +31,7 @@ struct Tally {
     failed: usize,
     deferred: usize,
     requeued: usize,
+    news: bool,
 }
 
 /// The batches with outcomes still to come.
@@ -38,16 +41,17 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// One file of batch `batch` has its outcome.
-    pub fn outcome(&mut self, batch: u64, result: &FileResult) -> Option<BatchReport> {
+    /// One file of batch `batch` has its fate; `news` as [`crate::run::Stats::count`] said.
+    pub fn outcome(&mut self, batch: u64, fate: Fate, news: bool) -> Option<BatchReport> {
         let t = self.open.entry(batch).or_default();
         t.seen += 1;
-        match result {
-            FileResult::Uploaded { .. } => t.uploaded += 1,
-            FileResult::Duplicate { .. } => t.duplicates += 1,
-            FileResult::Failed { .. } => t.failed += 1,
-            FileResult::Deferred { .. } | FileResult::Paused { .. } => t.deferred += 1,
-            FileResult::Changed | FileResult::Interrupted => t.requeued += 1,
+        t.news |= news;
+        match fate {
+            Fate::Uploaded => t.uploaded += 1,
+            Fate::Duplicate => t.duplicates += 1,
+            Fate::Failed => t.failed += 1,
+            Fate::Deferred => t.deferred += 1,
+            Fate::Requeued => t.requeued += 1,
         }
         self.complete(batch)
     }
@@ -69,6 +73,7 @@ impl Reports {
             failed: t.failed,
             deferred: t.deferred,
             requeued: t.requeued,
+            news: t.news,
         })
     }
 }
@@ -87,17 +92,21 @@ mod tests {
             opened: Instant::now(),
         };
         let mut r = Reports::default();
-        let up = FileResult::Uploaded {
-            key: "k".into(),
-            etag: None,
-            existed: false,
-        };
-        assert_eq!(r.outcome(3, &up), None, "one of two outcomes");
-        assert_eq!(r.closed(summary), None, "closed, one outcome missing");
-        let report = r.outcome(3, &FileResult::Changed).expect("complete");
         assert_eq!(
-            (report.summary, report.uploaded, report.requeued),
-            (summary, 1, 1)
+            r.outcome(3, Fate::Uploaded, true),
+            None,
+            "one of two outcomes"
+        );
+        assert_eq!(r.closed(summary), None, "closed, one outcome missing");
+        let report = r.outcome(3, Fate::Requeued, false).expect("complete");
+        assert_eq!(
+            (
+                report.summary,
+                report.uploaded,
+                report.requeued,
+                report.news
+            ),
+            (summary, 1, 1, true)
         );
         assert!(r.open.is_empty());
 
@@ -107,8 +116,18 @@ mod tests {
             files: 1,
             ..summary
         };
-        let failed = FileResult::Failed { reason: "x".into() };
-        assert_eq!(r.outcome(4, &failed), None);
+        assert_eq!(r.outcome(4, Fate::Failed, true), None);
         assert_eq!(r.closed(one).map(|b| b.failed), Some(1));
+
+        // Files that only wait again make a batch that is no news.
+        let two = Summary {
+            id: 5,
+            files: 2,
+            ..summary
+        };
+        assert_eq!(r.outcome(5, Fate::Deferred, false), None);
+        assert_eq!(r.outcome(5, Fate::Deferred, false), None);
+        let again = r.closed(two).expect("complete");
+        assert_eq!((again.deferred, again.news), (2, false));
     }
 }

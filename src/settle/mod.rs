@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claims::Claims;
 use crate::config::InboxSettings;
-use crate::run::Mode;
+use crate::run::{Mode, Stats};
 use crate::stall::FsGuard;
 use crate::watch::Candidate;
 
@@ -104,6 +104,8 @@ pub struct SettleStage {
     pub mode: Mode,
     /// Where the backlog is shown (metrics, `/status`).
     pub ops: Arc<crate::ops::Ops>,
+    /// Told when a file that was left in the inbox has gone (it is no longer left).
+    pub stats: Arc<Stats>,
 }
 
 impl SettleStage {
@@ -244,6 +246,7 @@ impl SettleStage {
             Decision::Forget => {
                 // Forget any deferral too, which would otherwise stay in memory for good.
                 self.claims.forget_deferred(path);
+                self.stats.gone(path);
                 return true;
             }
             Decision::Ready { inbox, rel, sig } => (inbox, rel, sig.size, sig, Kind::Regular),

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use inboxd::run::{Mode, Stats};
+use inboxd::run::{Mode, Phase, Stats};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,8 @@ pub struct InProc {
     pub logs: Logs,
     intake: CancellationToken,
     rescan: Arc<Notify>,
-    task: Option<JoinHandle<Result<Arc<Stats>, inboxd::pipeline::PipelineError>>>,
+    task: Option<JoinHandle<Result<(), inboxd::pipeline::PipelineError>>>,
+    stats: Arc<Stats>,
     _log: tracing::subscriber::DefaultGuard,
 }
 
@@ -115,18 +116,21 @@ impl InProc {
         let log = tracing::subscriber::set_default(subscriber);
         let intake = CancellationToken::new();
         let rescan = Arc::new(Notify::new());
-        let task = tokio::spawn(inboxd::pipeline::run(
-            settings,
-            Mode::Daemon,
-            intake.clone(),
-            rescan.clone(),
-        ));
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn({
+            let (intake, rescan, stats) = (intake.clone(), rescan.clone(), stats.clone());
+            async move {
+                inboxd::pipeline::run(settings, Mode::Daemon, intake, rescan, stats, &Phase::Start)
+                    .await
+            }
+        });
         Self {
             layout,
             logs,
             intake,
             rescan,
             task: Some(task),
+            stats,
             _log: log,
         }
     }
@@ -146,7 +150,7 @@ impl InProc {
         self.intake.cancel();
         let task = self.task.take().expect("the pipeline was already stopped");
         match tokio::time::timeout(TIMEOUT, task).await {
-            Ok(Ok(Ok(stats))) => stats,
+            Ok(Ok(Ok(()))) => self.stats.clone(),
             Ok(Ok(Err(e))) => panic!(
                 "the pipeline ended with an error: {e}\n{}",
                 self.logs.text()

@@ -505,6 +505,54 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) {
     }
 }
 
+/// The `key=value` fields of one text log line; a value in double quotes may hold spaces
+/// (`reason="stopped by SIGTERM"` → ("reason", "stopped by SIGTERM")).
+pub fn log_fields(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
+        let after = &rest[eq + 1..];
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut end = quoted.len();
+                let mut escaped = false;
+                for (i, c) in quoted.char_indices() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => {
+                            end = i;
+                            break;
+                        }
+                        _ => escaped = false,
+                    }
+                }
+                let value = quoted[..end].replace("\\\"", "\"");
+                (value, quoted.get(end + 1..).unwrap_or_default())
+            }
+            None => {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            }
+        };
+        if !key.is_empty() {
+            out.push((key, value));
+        }
+        rest = tail;
+    }
+    out
+}
+
+/// The value of `key` among `fields` (from [`log_fields`]).
+#[track_caller]
+pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {key}= in {fields:?}"))
+}
+
 /// Content and modification time of a file, to prove it was left untouched.
 pub fn fingerprint(path: &Path) -> (Vec<u8>, SystemTime) {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -890,13 +938,19 @@ impl Daemon {
         strip_ansi(&self.all_stdout())
             .lines()
             .filter(|l| l.contains("batch finished"))
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|w| w.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-                    .collect()
-            })
+            .map(log_fields)
             .collect()
+    }
+
+    /// The fields of the last `inboxd stopped` line of the current (or last) run.
+    #[track_caller]
+    pub fn stop_line(&self) -> Vec<(String, String)> {
+        let out = strip_ansi(&self.stdout());
+        let line = out
+            .lines()
+            .rfind(|l| l.contains("inboxd stopped"))
+            .unwrap_or_else(|| panic!("no `inboxd stopped` line:\n{out}"));
+        log_fields(line)
     }
 
     /// Sum of one numeric field over all batch summaries.
