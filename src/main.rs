@@ -616,7 +616,8 @@ async fn check_all(settings: Settings, folders: Folders) -> ExitCode {
         let reachable = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await;
         let server = match reachable {
             Err(e) => {
-                problems.push(e);
+                let endpoint = settings.s3.endpoint.as_deref().unwrap_or("AWS S3");
+                problems.push(format!("{e} (endpoint {endpoint})"));
                 None
             }
             // Once per bucket: what the server enforces itself (see upload::capabilities).

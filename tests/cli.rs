@@ -618,3 +618,41 @@ async fn once_while_the_daemon_runs_exits_1_and_says_why_once() {
         "the last line gives the reason and the exit code\n{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_endpoint_and_the_fix_for_a_refused_endpoint_and_missing_credentials() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let config = daemon.config.to_string_lossy().into_owned();
+
+    // No credentials anywhere (the test environment is cleared; HOME has no ~/.aws).
+    let out = daemon
+        .command(&["check", "--config", &config])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .await
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("AWS_ACCESS_KEY_ID") && text.contains(s3.endpoint()),
+        "no fix or endpoint for missing credentials:\n{text}"
+    );
+
+    // A port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let text = daemon
+        .config_text()
+        .replace(s3.endpoint(), &format!("http://{closed}"));
+    daemon.write_config(&text);
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let text = out.to_string();
+    assert!(
+        text.contains("is the server running") && text.contains(&closed.to_string()),
+        "no fix or endpoint for a refused connection:\n{text}"
+    );
+}

@@ -54,6 +54,32 @@ pub fn hint(code: Option<&str>, status: Option<u16>, skew: Option<Skew>) -> Opti
     Some(text)
 }
 
+/// The likely fix for a request that never got an answer, from the error's text (the SDK
+/// reports these as a chain of messages, not codes).
+pub fn network_hint(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    let hint = if m.contains("credentials") {
+        "no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for the \
+         service in /etc/default/inboxd), or AWS_PROFILE with ~/.aws/credentials, or run where \
+         an instance role or web identity provides them"
+    } else if m.contains("certificate") || m.contains("tls") || m.contains("handshake") {
+        "the TLS connection failed: if the server's certificate comes from an internal CA, set \
+         [s3] ca_file to that CA's PEM file (or SSL_CERT_FILE); check also that [s3] endpoint \
+         is https:// only where the server speaks TLS"
+    } else if m.contains("connection refused") {
+        "nothing accepts connections at [s3] endpoint: is the server running, and are the host \
+         and port right?"
+    } else if m.contains("dns") || m.contains("lookup") || m.contains("resolve") {
+        "the host name in [s3] endpoint does not resolve: check its spelling and this \
+         machine's DNS"
+    } else if m.contains("timed out") || m.contains("timeout") {
+        "no answer in time: a firewall in the way, or the wrong host or port in [s3] endpoint?"
+    } else {
+        return None;
+    };
+    Some(hint)
+}
+
 /// A clock difference: the server's clock minus ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skew {
@@ -90,6 +116,27 @@ pub fn skew(date: Option<&str>, now: SystemTime) -> Option<Skew> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_failures_get_the_likely_fix() {
+        let hint = |m: &str| network_hint(m).unwrap_or("");
+        assert!(
+            hint("dispatch failure: io error: Connection refused (os error 111)")
+                .contains("is the server running")
+        );
+        assert!(
+            hint("an error occurred while loading credentials: failed to load IMDS session token")
+                .contains("AWS_ACCESS_KEY_ID")
+        );
+        assert!(
+            hint("dispatch failure: invalid peer certificate: UnknownIssuer").contains("ca_file")
+        );
+        assert!(
+            hint("dns error: failed to lookup address information").contains("does not resolve")
+        );
+        assert!(hint("timeout: connect timed out").contains("firewall"));
+        assert_eq!(network_hint("something else entirely"), None);
+    }
 
     #[test]
     fn every_operator_error_has_its_fix() {

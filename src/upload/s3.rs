@@ -152,6 +152,11 @@ where
     if let Some(s) = status {
         message = format!("{message} (HTTP {s})");
     }
+    if transport != Transport::Response
+        && let Some(hint) = super::fixit::network_hint(&message)
+    {
+        message = format!("{message}: {hint}");
+    }
     if disposition == Disposition::FatalConfig {
         let date = err.raw_response().and_then(|r| r.headers().get("date"));
         let skew = super::fixit::skew(date, SystemTime::now());
@@ -389,13 +394,18 @@ pub async fn probe(client: &Client, bucket: &str, prefix: &str) -> Result<(), St
         .await
         .map_err(|e| {
             let f = failure(&e);
-            match (f.disposition, e.raw_response().map(|r| r.status().as_u16())) {
-                (_, Some(404)) => "bucket does not exist (HeadBucket: 404)".to_owned(),
-                (_, Some(403)) => {
-                    "access denied: check the credentials and bucket policy (HeadBucket: 403)"
-                        .to_owned()
-                }
-                _ => format!("bucket not reachable: {f}"),
+            // HeadBucket answers carry no error code: the status says what the fix is.
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            match status {
+                Some(404) => format!(
+                    "bucket {bucket} does not exist (HeadBucket: 404): {}",
+                    super::fixit::hint(Some("NoSuchBucket"), status, None).unwrap_or_default()
+                ),
+                Some(403) => format!(
+                    "access to bucket {bucket} denied (HeadBucket: 403): {}",
+                    super::fixit::hint(None, status, None).unwrap_or_default()
+                ),
+                _ => format!("bucket {bucket} not reachable: {f}"),
             }
         })?;
     let key = format!("{prefix}.inboxd-check");
