@@ -41,7 +41,7 @@ pub(super) struct RawS3 {
     #[serde(default, deserialize_with = "units::duration")]
     pub(super) connect_timeout: Option<Duration>,
     pub(super) ca_file: Option<std::path::PathBuf>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "units::duration")]
     pub(super) stall_timeout: Option<Duration>,
 }
 
