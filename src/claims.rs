@@ -74,6 +74,21 @@ impl Claims {
             .insert(path.to_path_buf(), Claim::RetryAfter(until));
     }
 
+    /// Ends the deferrals of every file below `root` (an inbox whose pause is over) and
+    /// returns those files: they may be tried again at once.
+    pub fn release_deferred_under(&self, root: &Path) -> Vec<PathBuf> {
+        let mut map = self.map();
+        let due: Vec<PathBuf> = map
+            .iter()
+            .filter(|(p, c)| matches!(c, Claim::RetryAfter(_)) && p.starts_with(root))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &due {
+            map.remove(p);
+        }
+        due
+    }
+
     pub fn in_flight(&self) -> usize {
         self.map()
             .values()

@@ -178,6 +178,7 @@ pub async fn run(
         guards: guards.clone(),
         known: known.clone(),
         ops: ops.clone(),
+        wake: (mode == Mode::Daemon).then(|| (claims.clone(), cand_tx.clone())),
     };
     let finish = FinishStage {
         ops: ops.clone(),

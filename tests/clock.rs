@@ -222,7 +222,8 @@ async fn a_deferred_file_comes_back_after_retry_later_and_not_before() {
 #[tokio::test(start_paused = true)]
 async fn a_paused_inbox_probes_after_doubling_backoffs_and_resumes() {
     let s3 = TestS3::start().await;
-    // Pause backoff: retry_initial, doubled after every failed probe, at most retry_max.
+    // Pause backoff: retry_initial, doubled after every failed probe, at most retry_max and
+    // never more than pause::PROBE_MAX (2 s).
     let layout = Setup::new()
         .set("upload", "retry_initial", &toml_str("1s"))
         .set("upload", "retry_max", &toml_str("4s"));
@@ -256,7 +257,8 @@ async fn a_paused_inbox_probes_after_doubling_backoffs_and_resumes() {
         sleep(ms(200)).await;
         assert_eq!(s3.requests(Op::PutObject), seen + 1, "PUTs in one probe");
     }
-    let want = [1, 2, 4, 4, 4].map(Duration::from_secs);
+    // Doubling from retry_initial, capped at 2 s (pause::PROBE_MAX) below retry_max.
+    let want = [1, 2, 2, 2, 2].map(Duration::from_secs);
     for (i, (gap, want)) in gaps.iter().zip(want).enumerate() {
         assert_between(&format!("gap before probe {}", i + 1), *gap, want, ms(300));
     }

@@ -115,3 +115,56 @@ async fn operator_errors_pause_their_inbox_with_a_fix_it_message() {
         assert_eq!(s3.puts(&inbox.key("doc.pdf")).await, 1);
     }
 }
+
+/// Issue 13: once the problem is fixed, every waiting file goes at once, and a fix takes
+/// effect within seconds even with the default `retry_max` (30 s): the probe of a paused
+/// inbox comes at most every 5 s, and its success wakes every other file of the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_inbox_sends_every_waiting_file_within_seconds() {
+    let s3 = TestS3::start().await;
+    let setup =
+        Setup::new()
+            .set("upload", "retry_initial", "\"1s\"")
+            .set("upload", "retry_max", "\"30s\"");
+    let mut daemon = Daemon::new(&s3, setup);
+    let inbox = daemon.inbox().clone();
+    // The bucket is gone: every PUT gets NoSuchBucket until it is back.
+    s3.push(
+        Op::PutObject,
+        Fault::reject(S3ErrorCode::NoSuchBucket).always(),
+    );
+    daemon.start();
+    let files: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("scan{i}.pdf"), content(500 + i, 20_000)))
+        .collect();
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    // Paused, and probed again a few times (the backoff has grown) before the fix.
+    wait_until(TIMEOUT, "the inbox is paused and probed four times", || {
+        daemon.stdout().contains("inbox paused") && s3.requests(Op::PutObject) >= 5
+    })
+    .await;
+    assert!(files.iter().all(|(rel, _)| inbox.in_inbox(rel)));
+
+    s3.plan.clear();
+    let fixed = std::time::Instant::now();
+    wait_until(TIMEOUT, "every file is in done/", || {
+        files.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    let took = fixed.elapsed();
+    daemon.stop().await;
+    assert!(
+        took <= std::time::Duration::from_secs(10),
+        "the files went {took:?} after the fix"
+    );
+    for (rel, bytes) in &files {
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+    }
+    assert!(
+        daemon.stdout().contains("inbox resumed"),
+        "{}",
+        daemon.stdout()
+    );
+}

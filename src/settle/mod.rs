@@ -192,7 +192,13 @@ impl SettleStage {
         if rel.as_os_str().is_empty() || self.ignores[c.inbox].is_ignored(&rel) {
             return;
         }
-        settler.candidate(c.path, c.inbox, rel, inbox.settle, Instant::now());
+        let now = Instant::now();
+        let wake = c.now.then(|| c.path.clone());
+        let new = settler.candidate(c.path, c.inbox, rel, inbox.settle, now);
+        if let Some(path) = wake.filter(|_| !new) {
+            // Its wait is over (a paused inbox works again): look now, not at the old time.
+            settler.retry_at(&path, now);
+        }
     }
 
     /// Looks at a group of files of one inbox, in one call on the blocking pool under the

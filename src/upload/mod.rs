@@ -149,6 +149,13 @@ pub struct UploadStage {
     pub known: capabilities::Known,
     /// Where S3 state, paused inboxes, retries and this stage's progress are shown.
     pub ops: Arc<crate::ops::Ops>,
+    /// Daemon mode: how a resumed inbox hands its waiting files back to settle at once
+    /// (claims to release, and settle's candidate channel). `None` in `once`, where the
+    /// channel must close when the sweep is done (and nothing pauses).
+    pub wake: Option<(
+        Arc<crate::claims::Claims>,
+        mpsc::Sender<crate::watch::Candidate>,
+    )>,
 }
 
 impl UploadStage {
@@ -165,7 +172,18 @@ impl UploadStage {
                 )
             })
             .enumerate()
-            .map(|(idx, p)| p.shown_in(self.ops.clone(), idx))
+            .map(|(idx, p)| {
+                let p = p.shown_in(self.ops.clone(), idx);
+                match &self.wake {
+                    Some((claims, candidates)) => p.waking(pause::Wake {
+                        claims: claims.clone(),
+                        root: self.inboxes[idx].path.clone(),
+                        inbox: idx,
+                        candidates: candidates.clone(),
+                    }),
+                    None => p,
+                }
+            })
             .collect();
         // Files admitted at once: enough to keep every upload slot busy while others hash or
         // wait for their report, few enough that a stalled S3 pushes back on settle instead

@@ -7,9 +7,25 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The longest wait between two probes of a paused inbox: a fix (a restored bucket, new
+/// credentials) takes effect within this, whatever `retry_max` says.
+pub const PROBE_MAX: Duration = Duration::from_secs(2);
+
+/// While an inbox stays paused, a reminder this often (the probes in between log at debug).
+const REMIND_EVERY: Duration = Duration::from_secs(300);
+
+/// What a resumed inbox wakes: its files waiting out the pause go at once.
+pub struct Wake {
+    pub claims: std::sync::Arc<crate::claims::Claims>,
+    pub root: std::path::PathBuf,
+    pub inbox: usize,
+    pub candidates: tokio::sync::mpsc::Sender<crate::watch::Candidate>,
+}
+
 pub struct Pause {
     /// Where the paused state is shown (metrics, `/status`), and this inbox's index there.
     shown: Option<(std::sync::Arc<crate::ops::Ops>, usize)>,
+    wake: Option<Wake>,
     inbox: String,
     state: Mutex<Option<Paused>>,
     initial: Duration,
@@ -22,6 +38,8 @@ struct Paused {
     backoff: Duration,
     /// One file has been let through to try again; the others wait for its answer.
     probing: bool,
+    /// When the last WARN about it was written.
+    said: Instant,
 }
 
 /// Whether a file of this inbox may try an upload now.
@@ -37,14 +55,21 @@ pub enum Admit {
 
 impl Pause {
     pub fn new(inbox: &str, initial: Duration, max: Duration) -> Pause {
-        let initial = initial.max(Duration::from_millis(100));
+        let initial = initial.max(Duration::from_millis(100)).min(PROBE_MAX);
         Pause {
             shown: None,
+            wake: None,
             inbox: inbox.to_owned(),
             state: Mutex::new(None),
             initial,
-            max: max.max(initial),
+            max: max.min(PROBE_MAX).max(initial),
         }
+    }
+
+    /// On resume, wakes the inbox's waiting files through `wake`.
+    pub fn waking(mut self, wake: Wake) -> Pause {
+        self.wake = Some(wake);
+        self
     }
 
     /// Shows this inbox's paused state in `ops` (index `inbox` there).
@@ -102,6 +127,7 @@ impl Pause {
                     until,
                     backoff: self.initial,
                     probing: false,
+                    said: now,
                 });
                 until
             }
@@ -110,7 +136,12 @@ impl Pause {
                 p.until = now + p.backoff;
                 p.probing = false;
                 p.reason = reason.to_owned();
-                tracing::warn!(inbox = %self.inbox, reason, retry_in = ?p.backoff, "inbox still paused");
+                if now.saturating_duration_since(p.said) >= REMIND_EVERY {
+                    p.said = now;
+                    tracing::warn!(inbox = %self.inbox, reason, retry_in = ?p.backoff, "inbox still paused");
+                } else {
+                    tracing::debug!(inbox = %self.inbox, reason, retry_in = ?p.backoff, "inbox still paused");
+                }
                 p.until
             }
             // Another file's answer from before the pause began: already counted.
@@ -123,7 +154,31 @@ impl Pause {
         if self.lock().take().is_some() {
             self.show(None);
             tracing::info!(inbox = %self.inbox, "inbox resumed: uploads work again");
+            self.wake_waiting();
         }
+    }
+
+    /// Hands every file that waited out the pause back to settle, to be looked at now.
+    fn wake_waiting(&self) {
+        let Some(w) = &self.wake else { return };
+        let paths = w.claims.release_deferred_under(&w.root);
+        if paths.is_empty() {
+            return;
+        }
+        let (tx, inbox) = (w.candidates.clone(), w.inbox);
+        // Sent from a task of its own: the channel is bounded and this runs inside an upload.
+        tokio::spawn(async move {
+            for path in paths {
+                let c = crate::watch::Candidate {
+                    inbox,
+                    path,
+                    now: true,
+                };
+                if tx.send(c).await.is_err() {
+                    return; // settle is gone: shutting down
+                }
+            }
+        });
     }
 
     /// The probe ended without a verdict on the configuration (e.g. a 503): let the next file

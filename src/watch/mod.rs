@@ -28,6 +28,9 @@ use kernel::{Watched, uses_events, watch_error, watch_inbox};
 pub struct Candidate {
     pub inbox: usize,
     pub path: PathBuf,
+    /// Look at it now, even if settle already has it in view with a later time: what it
+    /// waited for is over (its paused inbox works again).
+    pub now: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +259,14 @@ impl WatchStage {
                         resweep.push_back((Instant::now() + NEW_DIR_RESWEEP, idx, path.clone()));
                         self.sweep(idx, &path, output, watchers).await
                     } else {
-                        output.send(Candidate { inbox: idx, path }).await.is_ok()
+                        output
+                            .send(Candidate {
+                                inbox: idx,
+                                path,
+                                now: false,
+                            })
+                            .await
+                            .is_ok()
                     };
                     if !ok {
                         return false;
@@ -321,7 +331,12 @@ impl WatchStage {
             }
         }
         for path in found.files {
-            if output.send(Candidate { inbox: idx, path }).await.is_err() {
+            let c = Candidate {
+                inbox: idx,
+                path,
+                now: false,
+            };
+            if output.send(c).await.is_err() {
                 return false;
             }
         }
