@@ -140,9 +140,15 @@ async fn a_fixed_inbox_sends_every_waiting_file_within_seconds() {
     for (rel, bytes) in &files {
         inbox.drop(rel, bytes);
     }
-    // Paused, and probed again a few times (the backoff has grown) before the fix.
-    wait_until(TIMEOUT, "the inbox is paused and probed four times", || {
-        daemon.stdout().contains("inbox paused") && s3.requests(Op::PutObject) >= 5
+    // Paused (other files may have sent their first PUT meanwhile), then probed three more
+    // times, one file per probe, while the backoff grows.
+    wait_until(TIMEOUT, "the inbox is paused", || {
+        daemon.stdout().contains("inbox paused")
+    })
+    .await;
+    let at_pause = s3.requests(Op::PutObject);
+    wait_until(TIMEOUT, "three probes after the pause", || {
+        s3.requests(Op::PutObject) >= at_pause + 3
     })
     .await;
     assert!(files.iter().all(|(rel, _)| inbox.in_inbox(rel)));
