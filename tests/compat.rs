@@ -690,3 +690,32 @@ async fn the_garage_example_works_against_garage() {
         .assert_object(&format!("{prefix}scan.pdf"), &bytes)
         .await;
 }
+
+/// Issue 13: a wrong region is the classic first-hour mistake with Garage (it wants its own
+/// `s3_region`). `check` says so, with the region the server expects and the key to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_what_region_garage_expects() {
+    let Some(backend) = garage_server::shared_bucket() else {
+        return;
+    };
+    let daemon = Daemon::with_backend(&backend, Setup::new());
+    let text = daemon.config_text().replace(
+        &format!("region = {}", toml_str(&backend.region)),
+        "region = \"us-east-1\"",
+    );
+    assert_ne!(
+        text,
+        daemon.config_text(),
+        "the test config names the region"
+    );
+    daemon.write_config(&text);
+    let out = daemon.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    let text = out.to_string();
+    // Garage names the scope it expects ("…/<its region>/s3/aws4_request"); the hint names
+    // the key to set.
+    assert!(
+        text.contains(&format!("/{}/s3/", backend.region)) && text.contains("set [s3] region"),
+        "check does not say which region the server expects, and what to set:\n{text}"
+    );
+}

@@ -46,9 +46,13 @@ pub fn hint(code: Option<&str>, status: Option<u16>, skew: Option<Skew>) -> Opti
         (Some("NoSuchBucket"), _) => "the bucket does not exist at this endpoint: create it, or \
              correct the inbox's bucket, [s3] endpoint or [s3] region"
             .to_owned(),
-        (Some("PermanentRedirect" | "AuthorizationHeaderMalformed"), _) | (None, Some(301)) => {
+        (Some("PermanentRedirect"), _) | (None, Some(301)) => {
             "the bucket is in another region: set [s3] region to the bucket's region".to_owned()
         }
+        (Some("AuthorizationHeaderMalformed"), _) => "the server expects requests signed for \
+             another region (its message above names it): set [s3] region to that region \
+             (for Garage, its s3_region)"
+            .to_owned(),
         _ => return None,
     };
     Some(text)

@@ -387,27 +387,43 @@ pub async fn head(client: &Client, bucket: &str, key: &str) -> Result<Option<Hea
 /// writable without leaving anything behind (start a multipart upload under the prefix and
 /// abort it at once).
 pub async fn probe(client: &Client, bucket: &str, prefix: &str) -> Result<(), String> {
-    client
-        .head_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .map_err(|e| {
-            let f = failure(&e);
-            // HeadBucket answers carry no error code: the status says what the fix is.
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            match status {
-                Some(404) => format!(
-                    "bucket {bucket} does not exist (HeadBucket: 404): {}",
-                    super::fixit::hint(Some("NoSuchBucket"), status, None).unwrap_or_default()
-                ),
-                Some(403) => format!(
-                    "access to bucket {bucket} denied (HeadBucket: 403): {}",
-                    super::fixit::hint(None, status, None).unwrap_or_default()
-                ),
-                _ => format!("bucket {bucket} not reachable: {f}"),
-            }
-        })?;
+    let head = client.head_bucket().bucket(bucket).send().await;
+    if let Err(e) = &head
+        && e.code().is_none()
+        && matches!(
+            e.raw_response().map(|r| r.status().as_u16()),
+            Some(400 | 301)
+        )
+    {
+        // HEAD answers have no body, so a 400 says nothing (a wrong region, mostly). A GET
+        // of the same bucket gets the server's own words, e.g. which region it expects.
+        if let Err(e) = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+        {
+            return Err(format!("bucket {bucket} not usable: {}", failure(&e)));
+        }
+    }
+    head.map_err(|e| {
+        let f = failure(&e);
+        // HeadBucket answers carry no error code: the status says what the fix is.
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        match status {
+            Some(404) => format!(
+                "bucket {bucket} does not exist (HeadBucket: 404): {}",
+                super::fixit::hint(Some("NoSuchBucket"), status, None).unwrap_or_default()
+            ),
+            Some(403) => format!(
+                "access to bucket {bucket} denied (HeadBucket: 403): {}",
+                super::fixit::hint(None, status, None).unwrap_or_default()
+            ),
+            _ => format!("bucket {bucket} not reachable: {f}"),
+        }
+    })?;
     let key = format!("{prefix}.inboxd-check");
     let created = client
         .create_multipart_upload()
