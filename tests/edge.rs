@@ -725,3 +725,74 @@ async fn json_logs_on_stdout_and_rolling_files_in_log_dir() {
         files[0].display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_max_file_size_goes_to_failed_unread_and_the_rest_go_on() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().inbox_set("max_file_size", "\"64 KiB\""));
+    let inbox = daemon.inbox().clone();
+    let small = content(90, 64 * 1024);
+    let big = content(91, 64 * 1024 + 1);
+    daemon.start();
+    inbox.drop("small.pdf", &small);
+    inbox.drop("big.pdf", &big);
+    wait_until(TIMEOUT, "small in done/, big in failed/", || {
+        inbox.is_done("small.pdf") && inbox.is_failed("big.pdf")
+    })
+    .await;
+    daemon.stop().await;
+    let reason = inbox.assert_failed("big.pdf");
+    assert!(
+        reason.contains("max_file_size")
+            && reason.contains("65537 bytes")
+            && reason.contains("65536 bytes"),
+        "the reason does not name the limit and the size:\n{reason}"
+    );
+    assert_eq!(
+        s3.requests_for(Op::PutObject, &inbox.key("big.pdf")),
+        0,
+        "the big file was sent"
+    );
+    assert_object(&s3, &inbox.key("small.pdf"), &small).await;
+    let kept = fs::read(inbox.failed.join("big.pdf")).expect("failed copy");
+    assert_bytes_eq("failed/big.pdf", &kept, &big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_get_the_content_type_of_their_name_single_and_multipart() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().multipart("5 MiB", "5 MiB"));
+    let inbox = daemon.inbox().clone();
+    let files = [
+        ("scan.pdf", content(92, 10_000), "application/pdf"),
+        ("photo.JPG", content(93, 10_000), "image/jpeg"),
+        (
+            "data.unknownext",
+            content(94, 10_000),
+            "application/octet-stream",
+        ),
+        ("big.zip", content(95, 6 * 1024 * 1024), "application/zip"),
+    ];
+    daemon.start();
+    for (rel, bytes, _) in &files {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "every file is in done/", || {
+        files.iter().all(|(rel, _, _)| inbox.is_done(rel))
+    })
+    .await;
+    daemon.stop().await;
+    for (rel, bytes, want) in &files {
+        let key = inbox.key(rel);
+        assert_object(&s3, &key, bytes).await;
+        let head = s3
+            .client()
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(head.content_type(), Some(*want), "Content-Type of {key}");
+    }
+}

@@ -155,6 +155,8 @@ pub struct InboxSettings {
     /// How long a file-system call on this inbox may go without progress before the inbox
     /// counts as stalled (a hung network share); see [`crate::stall`].
     pub fs_timeout: Duration,
+    /// Files larger than this go to failed/ unread (`None`: no limit but S3's 5 TiB).
+    pub max_file_size: Option<u64>,
 }
 
 pub const MIB: u64 = 1024 * 1024;
@@ -308,8 +310,16 @@ impl Settings {
                         };
                     }
                     fields!(
-                        path, done_dir, failed_dir, bucket, prefix, settle, watch, ignore,
-                        fs_timeout
+                        path,
+                        done_dir,
+                        failed_dir,
+                        bucket,
+                        prefix,
+                        settle,
+                        watch,
+                        ignore,
+                        fs_timeout,
+                        max_file_size
                     );
                     out.push(format!("inbox {} ({})", inbox.name, fields.join(", ")));
                 }

@@ -128,4 +128,6 @@ pub(super) struct RawInbox {
     pub(super) ignore: Option<Vec<String>>,
     #[serde(default, deserialize_with = "units::duration")]
     pub(super) fs_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "units::size")]
+    pub(super) max_file_size: Option<u64>,
 }

@@ -265,6 +265,13 @@ impl<'a> Ctx<'a> {
                 return Err(self.err(&key("ignore"), &format!("bad glob {pat:?}: {e}")));
             }
         }
+        let max_file_size = ri.max_file_size;
+        if max_file_size == Some(0) {
+            return Err(self.err(
+                &key("max_file_size"),
+                "must be more than 0 bytes (leave it out for no limit)",
+            ));
+        }
         Ok(InboxSettings {
             name,
             path,
@@ -276,6 +283,7 @@ impl<'a> Ctx<'a> {
             watch: ri.watch.unwrap_or(WatchMode::Auto),
             ignore,
             fs_timeout,
+            max_file_size,
         })
     }
 

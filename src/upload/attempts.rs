@@ -80,6 +80,7 @@ pub(super) async fn upload_loop(
                         guard: &sh.guards[file.inbox],
                         content: content.clone(),
                         content_md5: md5.as_ref(),
+                        content_type: s3::content_type(&file.rel),
                         size: file.size,
                         sha256: sha,
                         replace_etag: replace_etag.as_deref(),

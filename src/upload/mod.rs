@@ -343,6 +343,19 @@ async fn process_inner(
         Ok(k) => k,
         Err(e) => return (None, 0, failed(e.to_string())),
     };
+    // Checked before the file is read: a limit exists to spare the disk and the line.
+    if let Some(max) = inbox.max_file_size.filter(|max| file.size > *max) {
+        return (
+            None,
+            0,
+            failed(format!(
+                "{} ({} bytes) is larger than this inbox's max_file_size, {} ({max} bytes)",
+                bytesize::ByteSize(file.size),
+                file.size,
+                bytesize::ByteSize(max)
+            )),
+        );
+    }
     if file.size > multipart::MAX_OBJECT {
         return (
             None,

@@ -136,6 +136,7 @@ pub(super) async fn send(
                 .bucket(bucket)
                 .key(key)
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .content_type(super::s3::content_type(&file.rel))
                 .metadata("sha256", whole_hex)
                 .send();
             let created = tokio::select! {

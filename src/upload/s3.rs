@@ -243,6 +243,14 @@ fn https_trusting(pem: &[u8]) -> aws_sdk_s3::config::SharedHttpClient {
     }
 }
 
+/// The `Content-Type` an object gets: guessed from the file's extension (mime_guess),
+/// `application/octet-stream` when unknown, so browsers and downstream tools open it right.
+pub fn content_type(rel: &Path) -> &'static str {
+    mime_guess::from_path(rel)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+}
+
 /// One PUT of a whole file.
 pub struct Put<'a> {
     pub bucket: &'a str,
@@ -258,6 +266,8 @@ pub struct Put<'a> {
     pub sha256: &'a [u8; 32],
     /// Sent as `Content-MD5` when set (to servers that verify it but not SHA-256).
     pub content_md5: Option<&'a [u8; 16]>,
+    /// `Content-Type`, from the file's name (see [`content_type`]).
+    pub content_type: &'static str,
     /// Replace only this exact object (its ETag); `None` means create-only (If-None-Match: *).
     pub replace_etag: Option<&'a str>,
     /// Replace whatever is there (on_conflict = "overwrite").
@@ -304,6 +314,7 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         .content_length(p.size as i64)
         .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(p.sha256))
         .metadata("sha256", hex)
+        .content_type(p.content_type)
         .set_content_md5(
             p.content_md5
                 .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
