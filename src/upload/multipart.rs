@@ -436,6 +436,9 @@ async fn upload_part(
     }
 }
 
+/// The longest wait for the answer to an abort (a tiny request): beyond it the server hangs.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Aborts the multipart upload recorded in `rec`, if any, and forgets it. Best effort: an
 /// upload that cannot be aborted now is logged (a bucket lifecycle rule for incomplete
 /// multipart uploads is the backstop).
@@ -450,14 +453,20 @@ pub(crate) async fn abort_recorded(
     };
     rec.parts.clear();
     rec.part_size = None;
-    match client
+    let abort = client
         .abort_multipart_upload()
         .bucket(bucket)
         .key(&key)
         .upload_id(&id)
-        .send()
-        .await
-    {
+        .send();
+    // Bounded: this runs at startup (recovery) and after a failed upload, where a server that
+    // accepts connections and never answers must not hold the start or an upload slot.
+    let Ok(aborted) = tokio::time::timeout(ABORT_WAIT, abort).await else {
+        tracing::warn!(key, upload_id = %id, waited = ?ABORT_WAIT,
+            "no answer to aborting an unfinished multipart upload; it may remain in the bucket until a lifecycle rule removes it");
+        return;
+    };
+    match aborted {
         Ok(_) => tracing::info!(key, "aborted an unfinished multipart upload"),
         Err(e) => {
             let f = s3_failure(&e);
