@@ -133,6 +133,11 @@ pub async fn run(
     // Also when this function returns early with an error: the port must be free for the
     // next run (a reload).
     let _stop_listener = ops_stop.clone().drop_guard();
+    // Set before any stage starts: stages report their progress often enough for it.
+    let watchdog_period = sd_notify::watchdog_enabled();
+    if let Some(period) = watchdog_period {
+        ops.set_stuck_after(crate::ops::STUCK_AFTER.min(period * 2));
+    }
     let listening = listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(address = %format!("http://{addr}"), "operations listener: /metrics, /healthz, /status and a status page");
@@ -225,10 +230,8 @@ pub async fn run(
     ));
     // systemd's watchdog (WatchdogSec=): pinged only while no stage is stuck, so a pipeline
     // that stops moving gets restarted.
-    let watchdog = sd_notify::watchdog_enabled().map(|period| {
-        ops.set_stuck_after(crate::ops::STUCK_AFTER.min(period * 2));
-        tokio::spawn(crate::ops::watchdog(ops.clone(), period, ops_stop.clone()))
-    });
+    let watchdog = watchdog_period
+        .map(|period| tokio::spawn(crate::ops::watchdog(ops.clone(), period, ops_stop.clone())));
     let grace = settings.shutdown_grace;
     let grace_timer = tokio::spawn(grace_period(intake.clone(), abort.clone(), grace));
 

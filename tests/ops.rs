@@ -534,3 +534,57 @@ async fn s3_up_falls_during_an_outage_while_healthz_stays_ok_and_paused_and_retr
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_not_a_stuck_daemon_for_the_watchdog() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let sock_path = daemon.dir().join("notify.sock");
+    let got = notify_socket(&sock_path);
+    let sock = sock_path.to_string_lossy().into_owned();
+    // A 400 ms watchdog: a stage would count as stuck after 800 ms without progress.
+    daemon.start_with_env(&[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "400000")]);
+    let mut base = None;
+    wait_until(TIMEOUT, "the listener is up", || {
+        base = listener_url(&daemon.stdout());
+        base.is_some()
+    })
+    .await;
+    let base = base.unwrap_or_default();
+    s3.go_down();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("o{i}.pdf"), content(20 + i, 3000)))
+        .collect();
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "the outage is seen", || {
+        metric(&futures_block(get(&base, "/metrics")).body, "inboxd_s3_up") == Some(0.0)
+    })
+    .await;
+    // Two seconds of outage, files held at the gate: far beyond the 800 ms stuck time.
+    let t1 = std::time::Instant::now();
+    let until = t1 + std::time::Duration::from_millis(2000);
+    wait_until(TIMEOUT, "two seconds of outage", || {
+        std::time::Instant::now() >= until
+    })
+    .await;
+    assert!(
+        pings_since(&got, t1) >= 5,
+        "the watchdog stopped during an outage: {} pings in 2 s",
+        pings_since(&got, t1)
+    );
+    assert_eq!(get(&base, "/healthz").await.status, 200);
+    s3.come_back();
+    wait_until(TIMEOUT, "every file is in done/ after the outage", || {
+        files.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    daemon.stop().await;
+    assert!(
+        !daemon.stdout().contains("a pipeline stage is stuck"),
+        "{}",
+        daemon.stdout()
+    );
+}

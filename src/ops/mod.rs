@@ -230,9 +230,10 @@ impl Ops {
             self.metrics
                 .upload_duration
                 .observe(f.duration_ms as f64 / 1000.0);
-            let m = minute(&mut st.minutes);
-            m.files += 1;
-            m.bytes += f.size;
+            add_to_minute(&mut st.minutes, |m| {
+                m.files += 1;
+                m.bytes += f.size;
+            });
         }
         if let (Some(reason), "failed") = (&f.reason, f.outcome) {
             st.failures.push_back(Failure {
@@ -260,9 +261,10 @@ impl Ops {
         {
             j.lock().unwrap_or_else(|p| p.into_inner()).append(&line);
         }
-        let m = minute(&mut st.minutes);
-        m.batches += 1;
-        m.batch_ms += b.duration_ms;
+        add_to_minute(&mut st.minutes, |m| {
+            m.batches += 1;
+            m.batch_ms += b.duration_ms;
+        });
         st.batches.push_back(b);
         while st.batches.len() > RECENT_BATCHES {
             st.batches.pop_front();
@@ -442,19 +444,20 @@ fn stuck_stage(
         .map(|(name, _)| *name)
 }
 
-/// The current minute's totals, created (and the oldest dropped) as time goes on.
-fn minute(minutes: &mut VecDeque<(u64, Minute)>) -> &mut Minute {
+/// Adds to the current minute's totals (the minute is created, and the oldest dropped, as
+/// time goes on).
+fn add_to_minute(minutes: &mut VecDeque<(u64, Minute)>, add: impl FnOnce(&mut Minute)) {
     let now = (unix_secs() / 60.0) as u64;
-    if minutes.back().is_none_or(|(m, _)| *m != now) {
-        minutes.push_back((now, Minute::default()));
-        while minutes.len() > MINUTES {
-            minutes.pop_front();
-        }
-    }
     match minutes.back_mut() {
-        Some((_, m)) => m,
-        // Just pushed: cannot be empty.
-        None => unreachable!("a minute was just pushed"),
+        Some((m, totals)) if *m == now => add(totals),
+        _ => {
+            let mut totals = Minute::default();
+            add(&mut totals);
+            minutes.push_back((now, totals));
+            while minutes.len() > MINUTES {
+                minutes.pop_front();
+            }
+        }
     }
 }
 

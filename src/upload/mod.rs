@@ -296,9 +296,13 @@ async fn show_progress(
     sh: Arc<Shared>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Well within the time after which a stage counts as stuck (short under a fast
+    // watchdog), so that a moving stage is never seen still between two reports.
+    let every = (ops.stuck_after() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seen = (u64::MAX, u64::MAX);
+    let gate = sh.gate.subscribe();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -309,7 +313,16 @@ async fn show_progress(
             crate::run::signs_of_life(),
         );
         let held = capacity.saturating_sub(admission.available_permits()) as u64;
-        ops.stage("upload", held, now != seen, Instant::now());
+        // Files waiting at a closed outage gate wait for S3, not for this stage: an outage of
+        // any length is not a stuck daemon (the gate's prober has its own time limits), and
+        // a watchdog restart would not bring S3 back.
+        let waiting_for_s3 = !*gate.borrow();
+        ops.stage(
+            "upload",
+            held,
+            now != seen || waiting_for_s3,
+            Instant::now(),
+        );
         seen = now;
     }
 }

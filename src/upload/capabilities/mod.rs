@@ -85,7 +85,10 @@ pub struct Capabilities {
 pub(crate) const VERSION: u32 = 1;
 
 /// A remembered probe older than this is repeated at startup: servers get upgraded.
-pub const REMEMBER_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+///
+/// A day: a server replaced behind the same endpoint (MinIO swapped for Garage) must not be
+/// trusted to honour conditions on the old server's word for long; one probe a day is cheap.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
 
 impl Capabilities {
     /// Nothing known: every condition is checked by HEAD as well, every header is sent.
