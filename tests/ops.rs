@@ -287,10 +287,19 @@ async fn status_asks_the_running_daemon_and_reads_the_folders_without_one() {
     let inbox = daemon.inbox().clone();
     let config = daemon.config.to_string_lossy().into_owned();
     std::os::unix::fs::symlink("/etc/hostname", inbox.file("link.pdf")).expect("symlink");
-    started(&mut daemon).await;
-    wait_until(TIMEOUT, "link.pdf is in failed/", || {
-        inbox.is_failed("link.pdf")
-    })
+    let base = started(&mut daemon).await;
+    // The file is moved first, and its outcome reported to /status just after: wait for
+    // the report, not only for the move.
+    wait_until(
+        TIMEOUT,
+        "link.pdf is in failed/ and among the recent failures",
+        || {
+            inbox.is_failed("link.pdf")
+                && futures_block(get(&base, "/status"))
+                    .body
+                    .contains("link.pdf")
+        },
+    )
     .await;
 
     let out = daemon.cli(&["status", "--config", &config], &[]).await;
