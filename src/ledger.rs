@@ -84,6 +84,11 @@ pub struct Record {
     pub source_left: Option<[u64; 2]>,
     /// How many times this exact file (same place, same content) has been dropped.
     pub drops: u32,
+    /// When the file was first found complete (seconds since the Unix epoch, UTC): the
+    /// moment a key template's dates come from, kept so that a retry after a restart (at
+    /// midnight, say) renders the same key.
+    #[serde(default)]
+    pub found_at: Option<i64>,
     pub updated_at: String,
 }
 
@@ -117,6 +122,7 @@ impl Record {
             dest: None,
             source_left: None,
             drops: 1,
+            found_at: None,
             updated_at: now_rfc3339(),
         }
     }

@@ -182,6 +182,17 @@ pub fn retries() -> u64 {
     RETRIES.load(Ordering::Relaxed)
 }
 
+/// This machine's host name (`{host}` in key templates), read once.
+pub fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,6 +157,9 @@ pub struct InboxSettings {
     pub fs_timeout: Duration,
     /// Files larger than this go to failed/ unread (`None`: no limit but S3's 5 TiB).
     pub max_file_size: Option<u64>,
+    /// Key template and object options (`key`, `content_type`, `metadata`, `tags`,
+    /// `storage_class`, `sse`, `sse_kms_key_id`, `cache_control`).
+    pub object: crate::upload::object::ObjectSettings,
 }
 
 pub const MIB: u64 = 1024 * 1024;
@@ -319,7 +322,8 @@ impl Settings {
                         watch,
                         ignore,
                         fs_timeout,
-                        max_file_size
+                        max_file_size,
+                        object
                     );
                     out.push(format!("inbox {} ({})", inbox.name, fields.join(", ")));
                 }

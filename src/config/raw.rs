@@ -130,4 +130,12 @@ pub(super) struct RawInbox {
     pub(super) fs_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "units::size")]
     pub(super) max_file_size: Option<u64>,
+    pub(super) key: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) metadata: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) tags: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) storage_class: Option<String>,
+    pub(super) sse: Option<String>,
+    pub(super) sse_kms_key_id: Option<String>,
+    pub(super) cache_control: Option<String>,
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use figment::Figment;
 
 use super::*;
+use crate::upload::object::{self, ObjectSettings, Sse};
+use crate::upload::template::Template;
 
 /// What every check needs: the file (for messages), figment's metadata (to tell a value
 /// from the environment), and the folder relative paths are relative to.
@@ -219,7 +221,8 @@ impl<'a> Ctx<'a> {
         Ok(inboxes)
     }
 
-    fn inbox(&self, i: usize, ri: RawInbox) -> Result<InboxSettings, ConfigError> {
+    fn inbox(&self, i: usize, mut ri: RawInbox) -> Result<InboxSettings, ConfigError> {
+        let object = self.object(i, &mut ri)?;
         let key = |field: &str| format!("inbox[{i}].{field}");
         let required = |v: Option<PathBuf>, field: &str| {
             v.map(|p| self.resolve(&p))
@@ -284,7 +287,69 @@ impl<'a> Ctx<'a> {
             ignore,
             fs_timeout,
             max_file_size,
+            object,
         })
+    }
+
+    /// The key template and object options of inbox `i` (issue 11).
+    fn object(&self, i: usize, ri: &mut RawInbox) -> Result<ObjectSettings, ConfigError> {
+        let key = |field: &str| format!("inbox[{i}].{field}");
+        let bad = |field: &str, msg: String| self.err(&key(field), &msg);
+        let mut o = ObjectSettings::default();
+        if let Some(t) = ri.key.take() {
+            o.key = Template::parse(&t).map_err(|e| bad("key", e))?;
+        }
+        if let Some(ct) = ri.content_type.take() {
+            let v = object::plain_header(&ct).map_err(|e| bad("content_type", e))?;
+            if v.parse::<mime::Mime>().is_err() {
+                return Err(bad(
+                    "content_type",
+                    format!("{v:?} is not a media type (like \"application/pdf\")"),
+                ));
+            }
+            o.content_type = Some(v);
+        }
+        for (name, value) in ri.metadata.take().unwrap_or_default() {
+            let name = object::metadata_name(&name).map_err(|e| bad("metadata", e))?;
+            let t = Template::parse_value(&value)
+                .map_err(|e| bad("metadata", format!("{name}: {e}")))?;
+            if o.metadata.iter().any(|(n, _)| *n == name) {
+                return Err(bad(
+                    "metadata",
+                    format!("{name:?} is given twice (names are not case-sensitive)"),
+                ));
+            }
+            o.metadata.push((name, t));
+        }
+        let tags: Vec<(String, String)> = ri.tags.take().unwrap_or_default().into_iter().collect();
+        o.tagging = object::tagging(&tags).map_err(|e| bad("tags", e))?;
+        if let Some(c) = ri.storage_class.take() {
+            o.storage_class = Some(object::storage_class(&c).map_err(|e| bad("storage_class", e))?);
+        }
+        let kms_key = ri.sse_kms_key_id.take();
+        o.sse = match (ri.sse.take().as_deref(), kms_key) {
+            (None, None) => None,
+            (Some("AES256"), None) => Some(Sse::Aes256),
+            (Some("aws:kms"), key_id) => {
+                if let Some(id) = &key_id {
+                    object::plain_header(id).map_err(|e| bad("sse_kms_key_id", e))?;
+                }
+                Some(Sse::Kms { key_id })
+            }
+            (Some("AES256") | None, Some(_)) => {
+                return Err(bad("sse_kms_key_id", "needs sse = \"aws:kms\"".to_owned()));
+            }
+            (Some(other), _) => {
+                return Err(bad(
+                    "sse",
+                    format!("{other:?} is not one of \"AES256\", \"aws:kms\""),
+                ));
+            }
+        };
+        if let Some(c) = ri.cache_control.take() {
+            o.cache_control = Some(object::plain_header(&c).map_err(|e| bad("cache_control", e))?);
+        }
+        Ok(o)
     }
 
     /// Where files go must never be watched as an inbox, or a moved file would come round

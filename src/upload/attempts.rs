@@ -41,6 +41,7 @@ pub(super) async fn upload_loop(
         rel,
         sha,
         hex,
+        ..
     } = *job;
     let pause = &sh.pauses[file.inbox];
     let mut key = default_key.to_owned();
@@ -80,7 +81,7 @@ pub(super) async fn upload_loop(
                         guard: &sh.guards[file.inbox],
                         content: content.clone(),
                         content_md5: md5.as_ref(),
-                        content_type: s3::content_type(&file.rel),
+                        dress: job.dress,
                         size: file.size,
                         sha256: sha,
                         replace_etag: replace_etag.as_deref(),
@@ -164,6 +165,31 @@ pub(super) async fn upload_loop(
                 );
             }
             Err(PutError::S3(f)) => f,
+        };
+        // A refusal of one of the inbox's object options (SSE on a server without it, a
+        // storage class it does not know) would fail every file the same way: it pauses the
+        // inbox, with a message naming the key to change, instead of failing files one by one.
+        let failure = match failure.disposition {
+            Disposition::AlreadyExists
+            | Disposition::BadDigest
+            | Disposition::Unreachable
+            | Disposition::UploadGone
+            | Disposition::PartsMissing => failure,
+            _ => match inbox
+                .object
+                .refused_option(failure.code.as_deref(), &failure.message)
+            {
+                Some(option) => s3::S3Failure {
+                    disposition: Disposition::FatalConfig,
+                    message: format!(
+                        "the server refused this inbox's {option} ({}): change or remove it \
+                         in the configuration, then reload",
+                        failure.message
+                    ),
+                    code: failure.code,
+                },
+                None => failure,
+            },
         };
 
         let disposition = match failure.disposition {

@@ -3,7 +3,7 @@
 use std::path::{Component, Path};
 
 /// S3's limit on key length, in UTF-8 bytes.
-const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_KEY_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {

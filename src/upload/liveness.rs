@@ -117,6 +117,7 @@ where
         Err(stalled) => Err(s3::S3Failure {
             disposition: s3::Disposition::Unreachable,
             message: stalled.to_string(),
+            code: None,
         }),
     }
 }

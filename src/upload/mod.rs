@@ -22,6 +22,7 @@ pub mod hash;
 pub mod keys;
 pub mod liveness;
 pub mod multipart;
+pub mod object;
 pub mod outage;
 pub mod pause;
 mod reading;
@@ -352,9 +353,9 @@ async fn process_inner(
     if let Kind::NotRegular(why) = &file.kind {
         return (None, 0, failed(format!("this is {why}")));
     }
-    let default_key = match keys::object_key(&inbox.prefix, &file.rel) {
-        Ok(k) => k,
-        Err(e) => return (None, 0, failed(e.to_string())),
+    // Keys are text: a name that is not UTF-8 cannot become one (checked before reading).
+    let Some(rel) = file.rel.to_str().map(str::to_owned) else {
+        return (None, 0, failed(keys::KeyError::NotUtf8.to_string()));
     };
     // Checked before the file is read: a limit exists to spare the disk and the line.
     if let Some(max) = inbox.max_file_size.filter(|max| file.size > *max) {
@@ -386,7 +387,6 @@ async fn process_inner(
     };
     let hex = hex::encode(digests.whole);
     let sha_out = Some(hex.clone());
-    let rel = file.rel.to_string_lossy().into_owned();
 
     // The ledger remembers what happened to this exact file before.
     let mut rec = match sh.ledger.get(&inbox.name, &rel, Some(&hex)) {
@@ -414,7 +414,15 @@ async fn process_inner(
             return (sha_out, 0, FileResult::Duplicate { key });
         }
         Verdict::MoveToDone { key, etag } => {
-            let key = key.unwrap_or_else(|| default_key.clone());
+            // An uploaded record always has its key (written with the state); an old one
+            // without falls back to the default key, as before templates existed.
+            let key = match key {
+                Some(k) => k,
+                None => match keys::object_key(&inbox.prefix, &file.rel) {
+                    Ok(k) => k,
+                    Err(e) => return (sha_out, 0, failed(e.to_string())),
+                },
+            };
             tracing::info!(key = %crate::telemetry::escape(&key), "already uploaded before a restart; moving it");
             return (
                 sha_out,
@@ -432,6 +440,10 @@ async fn process_inner(
     let mut r = rec
         .take()
         .unwrap_or_else(|| Record::new(&inbox.name, &rel, Some(&hex), file.size, &inbox.bucket));
+    let (default_key, dress) = match name_object(sh, file, inbox, &rel, &hex, &mut r).await {
+        Ok(named) => named,
+        Err(result) => return (sha_out, 0, result),
+    };
 
     let body = match part_size {
         Some(ps) => Body::Multipart {
@@ -447,6 +459,7 @@ async fn process_inner(
         file,
         inbox,
         default_key: &default_key,
+        dress: &dress,
         rel: &rel,
         sha: &digests.whole,
         hex: &hex,
@@ -458,6 +471,55 @@ async fn process_inner(
         multipart::abort_recorded(&sh.client, &sh.ledger, &inbox.bucket, &mut r).await;
     }
     (sha_out, attempts, result)
+}
+
+/// The file's key (the inbox's template, rendered) and object options. When they depend on
+/// the moment the file was found complete, that moment is first made durable in the ledger:
+/// a retry after a crash or restart must render the same key, or the file could end up in
+/// the bucket twice under two dates.
+async fn name_object(
+    sh: &Shared,
+    file: &ReadyFile,
+    inbox: &InboxSettings,
+    rel: &str,
+    hex: &str,
+    r: &mut Record,
+) -> Result<(String, object::Dressing), FileResult> {
+    let o = &inbox.object;
+    let kept = r.found_at;
+    let found_at = kept.unwrap_or_else(|| found_at(file.ready_at));
+    let facts = template::Facts {
+        rel,
+        inbox: &inbox.name,
+        host: crate::run::host_name(),
+        found_at,
+        sha256_hex: hex,
+    };
+    let key = o
+        .key(&inbox.prefix, &file.rel, &facts)
+        .map_err(|reason| FileResult::Failed { reason })?;
+    let dress = o.dress(&file.rel, &facts);
+    if kept.is_none() && o.uses_time() {
+        r.found_at = Some(found_at);
+        let durable = match sh.ledger.put(r) {
+            Ok(()) => sh.ledger.flush().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = durable {
+            // The daemon's problem, not the file's: it waits in the inbox.
+            return Err(FileResult::Deferred {
+                reason: format!("the ledger cannot be written: {e}"),
+            });
+        }
+    }
+    Ok((key, dress))
+}
+
+/// Wall-clock seconds (UTC) of the moment settle found the file complete (`ready_at`).
+fn found_at(ready_at: Instant) -> i64 {
+    let then = std::time::SystemTime::now() - ready_at.elapsed();
+    then.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Upload slots that parts of multipart uploads may hold at once: three quarters of the
@@ -473,6 +535,8 @@ struct Job<'a> {
     file: &'a ReadyFile,
     inbox: &'a InboxSettings,
     default_key: &'a str,
+    /// Content-Type, metadata and the other object options.
+    dress: &'a object::Dressing,
     /// The relative path with `/` separators, as the ledger names the file.
     rel: &'a str,
     sha: &'a [u8; 32],

@@ -136,9 +136,8 @@ pub(super) async fn send(
                 .bucket(bucket)
                 .key(key)
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .content_type(super::s3::content_type(&file.rel))
-                .metadata("sha256", whole_hex)
-                .send();
+                .metadata(super::object::OWN_METADATA, whole_hex);
+            let create = super::s3::dressed!(create, job.dress).send();
             let created = tokio::select! {
                 r = watched(sh.stall, create) => r,
                 _ = sh.abort.cancelled() => return Err(PutError::Interrupted),
@@ -148,6 +147,7 @@ pub(super) async fn send(
                 return Err(PutError::S3(S3Failure {
                     disposition: Disposition::Retry,
                     message: "CreateMultipartUpload answered without an upload id".into(),
+                    code: None,
                 }));
             };
             rec.upload_id = Some(id.clone());
@@ -316,6 +316,7 @@ pub(super) async fn send(
                 return Err(PutError::S3(S3Failure {
                     disposition: Disposition::Retry,
                     message: f.message,
+                    code: None,
                 }));
             }
             if f.disposition == Disposition::AlreadyExists {
@@ -342,6 +343,7 @@ fn forget_upload(
     PutError::S3(S3Failure {
         disposition: then,
         message,
+        code: None,
     })
 }
 

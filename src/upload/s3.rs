@@ -123,6 +123,8 @@ pub fn classify(transport: Transport, status: Option<u16>, code: Option<&str>) -
 pub struct S3Failure {
     pub disposition: Disposition,
     pub message: String,
+    /// The server's error code, when it sent one (to tell which object option it refused).
+    pub code: Option<String>,
 }
 
 impl std::fmt::Display for S3Failure {
@@ -167,6 +169,7 @@ where
     S3Failure {
         disposition,
         message,
+        code: code.map(str::to_owned),
     }
 }
 
@@ -251,6 +254,37 @@ pub fn content_type(rel: &Path) -> &'static str {
         .unwrap_or("application/octet-stream")
 }
 
+/// Puts an object's options ([`super::object::Dressing`]) on a PutObject or a
+/// CreateMultipartUpload request (the two builders share these methods but no trait).
+macro_rules! dressed {
+    ($req:expr, $d:expr) => {{
+        let d: &super::object::Dressing = $d;
+        let mut req = $req
+            .content_type(d.content_type.as_str())
+            .set_tagging(d.tagging.clone())
+            .set_storage_class(
+                d.storage_class
+                    .as_deref()
+                    .map(aws_sdk_s3::types::StorageClass::from),
+            )
+            .set_server_side_encryption(
+                d.sse
+                    .as_ref()
+                    .map(|s| aws_sdk_s3::types::ServerSideEncryption::from(s.header())),
+            )
+            .set_ssekms_key_id(d.sse.as_ref().and_then(|s| match s {
+                super::object::Sse::Kms { key_id } => key_id.clone(),
+                super::object::Sse::Aes256 => None,
+            }))
+            .set_cache_control(d.cache_control.clone());
+        for (name, value) in &d.metadata {
+            req = req.metadata(name.as_str(), value.as_str());
+        }
+        req
+    }};
+}
+pub(super) use dressed;
+
 /// One PUT of a whole file.
 pub struct Put<'a> {
     pub bucket: &'a str,
@@ -266,8 +300,8 @@ pub struct Put<'a> {
     pub sha256: &'a [u8; 32],
     /// Sent as `Content-MD5` when set (to servers that verify it but not SHA-256).
     pub content_md5: Option<&'a [u8; 16]>,
-    /// `Content-Type`, from the file's name (see [`content_type`]).
-    pub content_type: &'static str,
+    /// `Content-Type`, metadata and the other object options.
+    pub dress: &'a super::object::Dressing,
     /// Replace only this exact object (its ETag); `None` means create-only (If-None-Match: *).
     pub replace_etag: Option<&'a str>,
     /// Replace whatever is there (on_conflict = "overwrite").
@@ -313,12 +347,12 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         .body(body)
         .content_length(p.size as i64)
         .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(p.sha256))
-        .metadata("sha256", hex)
-        .content_type(p.content_type)
+        .metadata(super::object::OWN_METADATA, hex)
         .set_content_md5(
             p.content_md5
                 .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
         );
+    req = dressed!(req, p.dress);
     if let Some(etag) = p.replace_etag {
         req = req.if_match(etag);
     } else if !p.unconditional {

@@ -73,6 +73,35 @@ pub const DEFAULT: &str = "{path}";
 impl Template {
     /// Parses `text`; the error says what is wrong, for a message naming the key.
     pub fn parse(text: &str) -> Result<Template, String> {
+        let t = Template::pieces(text)?;
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Parses a template for a value that is not a key (a metadata value): any text, any
+    /// placeholder; no rules about segments.
+    pub fn parse_value(text: &str) -> Result<Template, String> {
+        Template::pieces(text)
+    }
+
+    /// The default key template, `{path}`.
+    pub fn default_key() -> Template {
+        Template {
+            pieces: vec![Piece::Var(Var::Path)],
+        }
+    }
+
+    /// Whether it uses the moment the file was found complete.
+    pub fn uses_time(&self) -> bool {
+        self.pieces.iter().any(|p| {
+            matches!(
+                p,
+                Piece::Var(Var::Year | Var::Month | Var::Day | Var::Hour | Var::Timestamp)
+            )
+        })
+    }
+
+    fn pieces(text: &str) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -105,9 +134,7 @@ impl Template {
                 }
             }
         }
-        let t = Template { pieces };
-        t.check()?;
-        Ok(t)
+        Ok(Template { pieces })
     }
 
     /// Rejects templates that cannot name files apart or could leave the prefix.
@@ -145,6 +172,21 @@ impl Template {
     /// The key below the prefix. Empty segments (an empty `{dir}` for a file at the top of
     /// the inbox) are dropped; a segment that renders as `.` or `..` is an error for this file.
     pub fn render(&self, f: &Facts<'_>) -> Result<String, String> {
+        let out = self.render_value(f);
+        let segments: Vec<&str> = out.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| *s == "." || *s == "..") {
+            return Err(format!(
+                "the key template renders {out:?}, which has a '.' or '..' segment"
+            ));
+        }
+        if segments.is_empty() {
+            return Err("the key template renders an empty key".to_owned());
+        }
+        Ok(segments.join("/"))
+    }
+
+    /// The template with every placeholder filled in, as it is (for values, not keys).
+    pub fn render_value(&self, f: &Facts<'_>) -> String {
         let (dir, name) = f.rel.rsplit_once('/').unwrap_or(("", f.rel));
         let (stem, ext) = match name.rfind('.') {
             Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
@@ -183,16 +225,7 @@ impl Template {
                 },
             }
         }
-        let segments: Vec<&str> = out.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.iter().any(|s| *s == "." || *s == "..") {
-            return Err(format!(
-                "the key template renders {out:?}, which has a '.' or '..' segment"
-            ));
-        }
-        if segments.is_empty() {
-            return Err("the key template renders an empty key".to_owned());
-        }
-        Ok(segments.join("/"))
+        out
     }
 
     pub fn is_default(&self) -> bool {

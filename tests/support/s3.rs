@@ -310,6 +310,19 @@ struct Stats {
     regions: Mutex<Vec<String>>,
     /// Requests per operation that carried `Content-MD5`.
     content_md5: Mutex<HashMap<Op, usize>>,
+    /// The object options that came with each key's accepted PutObject or
+    /// CreateMultipartUpload: what a server that supports them stores (s3s-fs keeps
+    /// Content-Type, Cache-Control and metadata itself, but not these).
+    options: Mutex<HashMap<String, ObjectOptions>>,
+}
+
+/// Object options a write carried, as the server received them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectOptions {
+    pub tagging: Option<String>,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
 }
 
 impl Stats {
@@ -579,9 +592,29 @@ impl S3 for FaultyFs {
             req.input.checksum_sha256 = None;
         }
         let key = req.input.key.clone();
-        let res = self.inner.put_object(req).await;
-        if res.is_ok() {
+        let options = ObjectOptions {
+            tagging: req.input.tagging.clone(),
+            storage_class: req
+                .input
+                .storage_class
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            sse: req
+                .input
+                .server_side_encryption
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            sse_kms_key_id: req.input.ssekms_key_id.clone(),
+        };
+        let sse = req.input.server_side_encryption.clone();
+        let mut res = self.inner.put_object(req).await;
+        if let Ok(out) = res.as_mut() {
             self.stats.written(&key);
+            if !is_probe(Some(&key)) {
+                lock(&self.stats.options).insert(key.clone(), options);
+            }
+            // Confirm the encryption, as a server that applies it does.
+            out.output.server_side_encryption = sse;
         }
         self.after(Op::PutObject, Some(&key), res)
     }
@@ -645,7 +678,24 @@ impl S3 for FaultyFs {
             req.input.checksum_algorithm = None;
         }
         let key = req.input.key.clone();
+        let options = ObjectOptions {
+            tagging: req.input.tagging.clone(),
+            storage_class: req
+                .input
+                .storage_class
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            sse: req
+                .input
+                .server_side_encryption
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            sse_kms_key_id: req.input.ssekms_key_id.clone(),
+        };
         let res = self.inner.create_multipart_upload(req).await;
+        if res.is_ok() && !is_probe(Some(&key)) {
+            lock(&self.stats.options).insert(key.clone(), options);
+        }
         self.after(Op::CreateMultipartUpload, Some(&key), res)
     }
 
@@ -1110,6 +1160,11 @@ impl TestS3 {
     pub fn ignore_checksums(&self) {
         self.ignore_checksums
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The tags, storage class and encryption the last accepted write of `key` carried.
+    pub fn options(&self, key: &str) -> Option<ObjectOptions> {
+        lock(&self.stats.options).get(key).cloned()
     }
 
     /// Requests of `op` that carried a `Content-MD5` header (probe requests not counted).

@@ -209,6 +209,7 @@ pub async fn look(
             message: "the key does not hold what the write expects (seen by HEAD before \
                       writing: this server does not enforce conditional writes)"
                 .to_owned(),
+            code: None,
         })
     }
 }
