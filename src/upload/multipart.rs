@@ -295,6 +295,7 @@ pub(super) async fn send(
             rec.upload_id = None;
             rec.parts.clear();
             rec.part_size = None;
+            super::s3::confirm_sse(bucket, job.dress, out.server_side_encryption());
             Ok(out.e_tag().map(str::to_owned))
         }
         Err(f) => {

@@ -285,6 +285,34 @@ macro_rules! dressed {
 }
 pub(super) use dressed;
 
+/// A server that stores objects encrypted says so in its answer (`x-amz-server-side-
+/// encryption`). One that asked-for encryption leaves unconfirmed may have ignored the header
+/// (Garage 2.5 does: it knows only SSE-C) and stored the object in the clear: said once per
+/// bucket at WARN, because an administrator who set `sse` relies on it. The object itself is
+/// whole and correct, so the file is not held back.
+pub fn confirm_sse(
+    bucket: &str,
+    dress: &super::object::Dressing,
+    answer: Option<&aws_sdk_s3::types::ServerSideEncryption>,
+) {
+    let Some(asked) = &dress.sse else { return };
+    if answer.is_some() {
+        return;
+    }
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.iter().any(|b| b == bucket) {
+        return;
+    }
+    warned.push(bucket.to_owned());
+    tracing::warn!(
+        bucket,
+        sse = asked.header(),
+        "the server did not confirm server-side encryption: it may store objects unencrypted; \
+         check that it supports `sse`, or remove the key"
+    );
+}
+
 /// One PUT of a whole file.
 pub struct Put<'a> {
     pub bucket: &'a str,
@@ -359,7 +387,10 @@ pub async fn put_file(client: &Client, p: Put<'_>) -> Result<Option<String>, Put
         req = req.if_none_match("*");
     }
     match super::liveness::watched(p.stall, req.send()).await {
-        Ok(out) => Ok(out.e_tag().map(str::to_owned)),
+        Ok(out) => {
+            confirm_sse(p.bucket, p.dress, out.server_side_encryption());
+            Ok(out.e_tag().map(str::to_owned))
+        }
         Err(f) => Err(PutError::S3(f)),
     }
 }

@@ -731,9 +731,14 @@ impl S3 for FaultyFs {
             }
         }
         let key = req.input.key.clone();
-        let res = self.inner.complete_multipart_upload(req).await;
-        if res.is_ok() {
+        let mut res = self.inner.complete_multipart_upload(req).await;
+        if let Ok(out) = res.as_mut() {
             self.stats.written(&key);
+            // Confirm the encryption asked for at creation, as a server that applies it does.
+            out.output.server_side_encryption = lock(&self.stats.options)
+                .get(&key)
+                .and_then(|o| o.sse.clone())
+                .map(s3s::dto::ServerSideEncryption::from);
         }
         self.after(Op::CompleteMultipartUpload, Some(&key), res)
     }
