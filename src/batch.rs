@@ -235,6 +235,8 @@ mod tests {
         let file = |n: &str| ReadyFile {
             inbox: 0,
             path: n.into(),
+            root: "/".into(),
+            at: n.into(),
             rel: n.into(),
             size: 5,
             sig: crate::settle::Signature {

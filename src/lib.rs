@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | [`watch`] | kernel events, startup sweep, periodic rescan, polling | [`watch::Candidate`] | say which paths may hold a new file |
 //! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing), apply ignore rules |
+//! | [`cluster`] | `ReadyFile` | `ReadyFile` | on a shared inbox (several hosts, one share): claim the file for this host by an atomic rename into its claim folder, or drop it when another host was first; offer this host's claimed files again (left by a crash, handed back, taken over from a dead host); other inboxes pass straight through |
 //! | [`batch`] | `ReadyFile` | [`batch::Batched`] | place each file in a batch (max files, max bytes, time window) and pass it on at once; say when a batch closes |
 //! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause; wait out an unreachable endpoint as one event |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
@@ -28,6 +29,7 @@
 //! | [`finish`] | a deferred file (S3 refused it too often, unreadable for now), a paused inbox's file, a file whose move failed: `claims.defer(path, until)`; a file changed while uploaded: claim released | [`settle`], which keeps every file in view in daemon mode and offers it again when its claim allows (no rescan needed) |
 //! | [`upload`] | a stalled inbox (its share does not answer, see [`stall`]): the file is handed back as paused until the next look | the same way, through [`finish`] |
 //! | [`watch`] | periodic rescans and polls find every file again | [`settle`], which ignores files it already has in view |
+//! | [`finish`], on a shared inbox | the same hand-backs, for a file in this host's claim folder (which settle never sees) | [`cluster`], whose sweep offers every claimed file that is not in flight once it has kept still for the settle window |
 //!
 //! Beside the stages: [`upkeep`] recovers at startup (aborts multipart uploads that cannot be
 //! resumed, completes records of files moved just before a crash) and tidies hourly (prunes
@@ -41,6 +43,7 @@
 pub mod batch;
 pub mod beneath;
 pub mod claims;
+pub mod cluster;
 pub mod config;
 pub mod finish;
 pub mod ledger;

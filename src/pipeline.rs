@@ -149,6 +149,7 @@ pub async fn run(
 
     let (cand_tx, cand_rx) = mpsc::channel(CANDIDATES);
     let (ready_tx, ready_rx) = mpsc::channel(READY);
+    let (claimed_tx, claimed_rx) = mpsc::channel(READY);
     let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
     let (out_tx, out_rx) = mpsc::channel(OUTCOMES);
 
@@ -168,6 +169,14 @@ pub async fn run(
         mode,
         ops: ops.clone(),
         stats: stats.clone(),
+    };
+    let cluster = crate::cluster::ClusterStage {
+        inboxes: inboxes.clone(),
+        settings: settings.cluster.clone(),
+        claims: claims.clone(),
+        guards: guards.clone(),
+        mode,
+        ops: ops.clone(),
     };
     let upload = UploadStage {
         client: client.clone(),
@@ -206,8 +215,12 @@ pub async fn run(
             tokio::spawn(settle.run(cand_rx, ready_tx, intake.clone())),
         ),
         (
+            "cluster",
+            tokio::spawn(cluster.run(ready_rx, claimed_tx, intake.clone())),
+        ),
+        (
             "batch",
-            tokio::spawn(crate::batch::run(settings.batch, ready_rx, batch_tx)),
+            tokio::spawn(crate::batch::run(settings.batch, claimed_rx, batch_tx)),
         ),
         ("upload", tokio::spawn(upload.run(batch_rx, out_tx))),
     ];

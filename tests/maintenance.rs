@@ -54,6 +54,7 @@ async fn idle_uploads_of_vanished_files_are_aborted_and_the_others_kept() {
         fs_timeout: Duration::from_secs(30),
         max_file_size: None,
         object: Default::default(),
+        shared: false,
     }];
     let mut open = s3.open_uploads();
     open.sort();

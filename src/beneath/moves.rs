@@ -113,6 +113,48 @@ pub fn move_no_clobber(
     Err(io::Error::other("too many files with this name"))
 }
 
+/// Renames the entry `root/from` to `root/to` (folders of `to` created as needed), within one
+/// root, following no link and never replacing anything at `to`. For claims on a shared
+/// inbox ([`crate::cluster`]): of several hosts renaming the same `from`, exactly one
+/// succeeds; the others get `NotFound`.
+pub fn rename_within(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let root = open_root(root)?;
+    let (from_dir, from_name) = parent_of(&root, from)?;
+    check_rel(to)?;
+    let to_dir = make_dirs(&root, to.parent())?;
+    let to_name = to
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    rename_noreplace(from_dir.as_fd(), from_name, to_dir.as_fd(), to_name)
+}
+
+/// Writes a small file `root/rel` whole, replacing what was there (a write to a fresh
+/// temporary name, then a rename over it, so a reader never sees half of it). Folders of
+/// `rel` are created as needed; no link is followed.
+pub fn write_whole(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let root = open_root(root)?;
+    check_rel(rel)?;
+    let dir = make_dirs(&root, rel.parent())?;
+    let name = rel
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+    let fd = rustix::fs::openat(
+        &dir,
+        tmp.as_os_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    drop(file);
+    Ok(rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name)?)
+}
+
 /// `scan.pdf` → `scan (n).pdf`; `README` → `README (n)`; n = 0 is the name itself.
 fn numbered(name: &OsStr, n: u32) -> OsString {
     if n == 0 {

@@ -82,6 +82,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The operations listener (`[http] listen`); `None` when "off".
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Several hosts on one share (`[cluster]`, used by inboxes with `shared = true`).
+    pub cluster: ClusterSettings,
     pub inboxes: Vec<InboxSettings>,
 }
 
@@ -140,6 +142,19 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// `[cluster]`: this host's identity among the hosts that share an inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Unique among the hosts on one share; names this host's claim folder and heartbeat.
+    pub host_id: String,
+    /// A host whose heartbeat has not changed for this long is taken for dead, and its
+    /// claimed files are taken over.
+    pub claim_timeout: Duration,
+}
+
+/// Default `[cluster] claim_timeout`.
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxSettings {
     pub name: String,
@@ -160,6 +175,9 @@ pub struct InboxSettings {
     /// Key template and object options (`key`, `content_type`, `metadata`, `tags`,
     /// `storage_class`, `sse`, `sse_kms_key_id`, `cache_control`).
     pub object: crate::upload::object::ObjectSettings,
+    /// Watched by inboxd on several hosts at once: each file is claimed by one of them
+    /// before any work ([`crate::cluster`]).
+    pub shared: bool,
 }
 
 pub const MIB: u64 = 1024 * 1024;
@@ -224,6 +242,7 @@ impl Settings {
         let watch = ctx.watch(raw.watch)?;
         let log = ctx.log(raw.log)?;
         let http_listen = ctx.http(raw.http)?;
+        let cluster = ctx.cluster(raw.cluster)?;
         let inboxes = ctx.inboxes(raw.inbox)?;
         ctx.check_nesting(&inboxes, &state_dir)?;
         Ok(Settings {
@@ -240,6 +259,7 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
             log,
             http_listen,
+            cluster,
             inboxes,
         })
     }
@@ -295,6 +315,12 @@ impl Settings {
             [max_files, max_bytes, window]
         );
         keys!("watch", self.watch, new.watch, [rescan, poll_interval]);
+        keys!(
+            "cluster",
+            self.cluster,
+            new.cluster,
+            [host_id, claim_timeout]
+        );
         if self.shutdown_grace != new.shutdown_grace {
             out.push("shutdown.grace".to_owned());
         }
@@ -323,7 +349,8 @@ impl Settings {
                         ignore,
                         fs_timeout,
                         max_file_size,
-                        object
+                        object,
+                        shared
                     );
                     out.push(format!("inbox {} ({})", inbox.name, fields.join(", ")));
                 }

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) http: RawHttp,
     #[serde(default)]
+    pub(super) cluster: RawCluster,
+    #[serde(default)]
     pub(super) inbox: Vec<RawInbox>,
 }
 
@@ -109,6 +111,14 @@ pub(super) struct RawLog {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) host_id: Option<String>,
+    #[serde(default, deserialize_with = "units::duration")]
+    pub(super) claim_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     pub(super) listen: Option<String>,
 }
@@ -138,4 +148,5 @@ pub(super) struct RawInbox {
     pub(super) sse: Option<String>,
     pub(super) sse_kms_key_id: Option<String>,
     pub(super) cache_control: Option<String>,
+    pub(super) shared: Option<bool>,
 }

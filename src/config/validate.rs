@@ -91,6 +91,51 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    pub(super) fn cluster(&self, raw: RawCluster) -> Result<ClusterSettings, ConfigError> {
+        let host_id = match raw.host_id {
+            Some(id) => id,
+            // The host name, made a plain folder name (it names this host's claim folder).
+            None => crate::run::host_name()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+                .trim_start_matches('.')
+                .chars()
+                .take(64)
+                .collect(),
+        };
+        // It names a folder on the share: one plain path component, readable in logs.
+        let plain = !host_id.is_empty()
+            && !host_id.starts_with('.')
+            && host_id.len() <= 64
+            && host_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !plain {
+            return Err(self.err(
+                "cluster.host_id",
+                &format!(
+                    "{host_id:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting \
+                     with '.' (set it explicitly when the host name is not like that)"
+                ),
+            ));
+        }
+        let claim_timeout = raw.claim_timeout.unwrap_or(DEFAULT_CLAIM_TIMEOUT);
+        if claim_timeout < Duration::from_secs(1) {
+            return Err(self.err("cluster.claim_timeout", "must be at least 1s"));
+        }
+        Ok(ClusterSettings {
+            host_id,
+            claim_timeout,
+        })
+    }
+
     pub(super) fn http(&self, raw: RawHttp) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         let listen = raw.listen.unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
         if listen == "off" {
@@ -288,6 +333,7 @@ impl<'a> Ctx<'a> {
             fs_timeout,
             max_file_size,
             object,
+            shared: ri.shared.unwrap_or(false),
         })
     }
 

@@ -173,20 +173,25 @@ impl FinishStage {
             let Some(to) = self.move_target(o, rec.as_ref()) else {
                 continue;
             };
-            let job = (i, o.file.rel.clone(), to);
+            let job = (
+                i,
+                o.file.root.clone(),
+                o.file.at.clone(),
+                o.file.rel.clone(),
+                to,
+            );
             match jobs.iter_mut().find(|(inbox, _)| *inbox == o.file.inbox) {
                 Some((_, list)) => list.push(job),
                 None => jobs.push((o.file.inbox, vec![job])),
             }
         }
         for (inbox, list) in jobs {
-            let root = self.inboxes[inbox].path.clone();
-            let idx: Vec<usize> = list.iter().map(|(i, _, _)| *i).collect();
+            let idx: Vec<usize> = list.iter().map(|(i, ..)| *i).collect();
             let done = self.guards[inbox]
                 .run_with_progress(move |progress| {
                     list.into_iter()
-                        .map(|(i, rel, to)| {
-                            let moved = beneath::move_no_clobber(&root, &rel, &to, &rel);
+                        .map(|(i, root, at, rel, to)| {
+                            let moved = beneath::move_no_clobber(&root, &at, &to, &rel);
                             progress.tick();
                             (i, moved)
                         })
@@ -408,7 +413,7 @@ impl FinishStage {
     async fn remove_left_source(&self, o: &Outcome, rec: Option<Record>) -> (Fate, bool) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
-        let (root, rel) = (inbox.path.clone(), o.file.rel.clone());
+        let (root, rel) = (o.file.root.clone(), o.file.at.clone());
         let removed = self
             .fs(o.file.inbox, move || beneath::remove(&root, &rel))
             .await;
@@ -455,10 +460,10 @@ impl FinishStage {
     /// Moves the outcome's file from its inbox to the same relative path below `to` (done/ or
     /// failed/), never replacing anything, under the inbox's time limit.
     async fn move_out(&self, o: &Outcome, to: &std::path::Path) -> std::io::Result<beneath::Moved> {
-        let root = self.inboxes[o.file.inbox].path.clone();
-        let (rel, to) = (o.file.rel.clone(), to.to_path_buf());
+        let root = o.file.root.clone();
+        let (at, rel, to) = (o.file.at.clone(), o.file.rel.clone(), to.to_path_buf());
         self.fs(o.file.inbox, move || {
-            beneath::move_no_clobber(&root, &rel, &to, &rel)
+            beneath::move_no_clobber(&root, &at, &to, &rel)
         })
         .await
     }
@@ -493,7 +498,9 @@ impl FinishStage {
 }
 
 /// One move of a group: the report's index, the file's relative path, done/ or failed/.
-type MoveJob = (usize, PathBuf, PathBuf);
+/// (index in the group, the file's root, where it is below it, its relative path,
+/// destination folder).
+type MoveJob = (usize, PathBuf, PathBuf, PathBuf, PathBuf);
 
 impl FinishStage {
     /// The one summary line per batch, once every file of it has an outcome; also shown in

@@ -24,6 +24,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub inbox: String,
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -43,6 +49,8 @@ pub struct Metrics {
     pub retries: Counter,
     pub paused: Family<InboxLabel, Gauge>,
     pub last_upload: Family<InboxLabel, FloatGauge>,
+    pub host_claimed: Family<HostLabels, Gauge>,
+    pub host_heartbeat_age: Family<HostLabels, Gauge>,
 }
 
 impl Metrics {
@@ -61,6 +69,8 @@ impl Metrics {
             retries: Counter::default(),
             paused: Family::default(),
             last_upload: Family::default(),
+            host_claimed: Family::default(),
+            host_heartbeat_age: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -107,6 +117,16 @@ impl Metrics {
             "inboxd_inbox_paused",
             "1 while the inbox is paused by a bucket or credential problem",
             m.paused.clone(),
+        );
+        registry.register(
+            "inboxd_cluster_claimed_files",
+            "Files a host holds claimed in a shared inbox, as last seen here",
+            m.host_claimed.clone(),
+        );
+        registry.register(
+            "inboxd_cluster_heartbeat_age_seconds",
+            "Seconds since a host's heartbeat in a shared inbox last changed, as seen here",
+            m.host_heartbeat_age.clone(),
         );
         registry.register(
             "inboxd_last_upload_timestamp_seconds",

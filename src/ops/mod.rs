@@ -72,6 +72,9 @@ pub struct InboxStatus {
     pub paused: Option<String>,
     /// Its file system does not answer (see crate::stall).
     pub stalled: bool,
+    /// A shared inbox: the hosts seen on it (see crate::cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::cluster::HostView>,
 }
 
 /// Uploads per minute, for the page's chart.
@@ -290,6 +293,28 @@ impl Ops {
                 .get_or_create(&label)
                 .set(i64::from(reason.is_some()));
             i.paused = reason;
+        }
+    }
+
+    /// The hosts seen on a shared inbox, their heartbeat age and claimed files.
+    pub fn hosts(&self, inbox: usize, hosts: Vec<crate::cluster::HostView>) {
+        let mut st = self.state();
+        if let Some(i) = st.inboxes.get_mut(inbox) {
+            for h in &hosts {
+                let label = metrics::HostLabels {
+                    inbox: i.name.clone(),
+                    host: h.host.clone(),
+                };
+                self.metrics
+                    .host_claimed
+                    .get_or_create(&label)
+                    .set(h.claimed as i64);
+                self.metrics
+                    .host_heartbeat_age
+                    .get_or_create(&label)
+                    .set(h.heartbeat_age_secs as i64);
+            }
+            i.hosts = hosts;
         }
     }
 

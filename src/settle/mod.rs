@@ -76,8 +76,14 @@ pub enum Kind {
 pub struct ReadyFile {
     pub inbox: usize,
     pub path: PathBuf,
-    /// Path relative to the inbox.
+    /// Path relative to the inbox: the file's name for its key, done/ and the ledger.
     pub rel: PathBuf,
+    /// Its inbox's folder, the root every access to the file is resolved beneath.
+    pub root: PathBuf,
+    /// Where the file is, relative to `root`: `rel`, or, once claimed on a shared inbox, its
+    /// place in this host's claim folder there (see [`crate::cluster`]). Always resolved
+    /// beneath `root`, never through a link, like every path in an inbox.
+    pub at: PathBuf,
     pub size: u64,
     pub sig: Signature,
     pub kind: Kind,
@@ -273,6 +279,8 @@ impl SettleStage {
         let ready = ReadyFile {
             inbox,
             path: path.to_path_buf(),
+            root: self.inboxes[inbox].path.clone(),
+            at: rel.clone(),
             rel,
             size,
             sig,

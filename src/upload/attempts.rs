@@ -76,8 +76,8 @@ pub(super) async fn upload_loop(
                     Put {
                         bucket: &inbox.bucket,
                         key: &key,
-                        root: &inbox.path,
-                        rel: &file.rel,
+                        root: &file.root,
+                        rel: &file.at,
                         guard: &sh.guards[file.inbox],
                         content: content.clone(),
                         content_md5: md5.as_ref(),

@@ -393,12 +393,7 @@ async fn upload_part(
         };
         // This very file (regular, reached without following links), also on an SDK retry;
         // open until the part is sent.
-        let pinned = super::s3::open_pinned(
-            &sh.guards[file.inbox],
-            &sh.inboxes[file.inbox].path,
-            &file.rel,
-        )
-        .await?;
+        let pinned = super::s3::open_pinned(&sh.guards[file.inbox], &file.root, &file.at).await?;
         let body = super::s3::file_body(&pinned, offset, len).await?;
         let send = sh
             .client

@@ -28,8 +28,8 @@ pub(super) async fn digests(
     let Ok(_slot) = lane.acquire().await else {
         return Err(FileResult::Interrupted);
     };
-    let root = inbox.path.clone();
-    let rel = file.rel.clone();
+    let root = file.root.clone();
+    let rel = file.at.clone();
     let sig = file.sig;
     // Small files are kept in memory from this single read: hashed and sent from the same
     // bytes, one read instead of two. At most (files admitted) × SMALL bytes.
@@ -149,8 +149,8 @@ pub(super) fn unreadable_verdict(since: Instant, now: Instant, window: Duration)
 /// not answer counts as changed: nothing is recorded as done that could not be checked, and
 /// the file goes round again.
 pub(super) async fn changed_since(sh: &Shared, file: &ReadyFile) -> bool {
-    let root = sh.inboxes[file.inbox].path.clone();
-    let rel = file.rel.clone();
+    let root = file.root.clone();
+    let rel = file.at.clone();
     let looked = sh.guards[file.inbox]
         .run(move || crate::beneath::metadata(&root, &rel))
         .await;

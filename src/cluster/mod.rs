@@ -1,0 +1,471 @@
+//! cluster: several hosts, one shared inbox (`[[inbox]] shared = true`). Between settle and
+//! batch: a complete file is claimed before any work, by an atomic rename into this host's
+//! claim folder inside the inbox, `.inboxd/claims/<host_id>/<rel>`. Of several hosts renaming
+//! the same file, exactly one succeeds (rename is atomic on local file systems, NFS and SMB);
+//! the others find it gone and move on without a word. The claimed file keeps its relative
+//! path for its key, done/ and the ledger.
+//!
+//! Each host refreshes a heartbeat file, `.inboxd/hosts/<host_id>`, every few seconds. A host
+//! whose heartbeat has not changed for `claim_timeout` (measured by the observer's own clock)
+//! is taken for dead: a live host renames the dead one's claims into its own claim folder, the
+//! same atomic rename, so of two live hosts again exactly one takes each file. A host that
+//! comes back finds its claims gone; its moves then find nothing and it does not fight.
+//!
+//! Everything in this host's claim folder is this host's to finish: files handed back
+//! (deferred, changed, paused, interrupted), left by a crash, or taken over are offered again
+//! once they have kept still for the inbox's settle window. `.inboxd` is hidden, so watch and
+//! settle never see it; every access to it is resolved beneath the inbox root without
+//! following links, like every other path in an inbox.
+//!
+//! Where the server honours conditional writes, a file that a dead host had uploaded before
+//! it died is recognised at the bucket (its own SHA-256) and moved to done/ without a second
+//! upload; where it does not, the look before the write does the same.
+
+pub mod hosts;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::beneath;
+use crate::claims::Claims;
+use crate::config::{ClusterSettings, InboxSettings};
+use crate::run::Mode;
+use crate::settle::{Kind, ReadyFile, Signature};
+use crate::stall::FsGuard;
+pub use hosts::{HostView, Hosts, Sweep};
+
+/// The folder inside a shared inbox that holds claims and heartbeats.
+pub const DIR: &str = ".inboxd";
+
+/// `host`'s claim folder, relative to the inbox.
+pub fn claims_of(host: &str) -> PathBuf {
+    Path::new(DIR).join("claims").join(host)
+}
+
+fn heartbeat_of(host: &str) -> PathBuf {
+    Path::new(DIR).join("hosts").join(host)
+}
+
+/// How often the heartbeat is refreshed: every few seconds, and often enough that a live
+/// host never looks dead (several beats per `claim_timeout`).
+pub fn heartbeat_every(claim_timeout: Duration) -> Duration {
+    (claim_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+pub struct ClusterStage {
+    pub inboxes: Arc<Vec<InboxSettings>>,
+    pub settings: ClusterSettings,
+    pub claims: Arc<Claims>,
+    pub guards: Vec<FsGuard>,
+    pub mode: Mode,
+    /// Where the hosts seen on each shared inbox are shown (`/status`, metrics).
+    pub ops: Arc<crate::ops::Ops>,
+}
+
+/// What one look at a shared inbox's `.inboxd` found.
+struct Looked {
+    /// (host, heartbeat content, files claimed), every host with a heartbeat or claims.
+    hosts: Vec<(String, Vec<u8>, usize)>,
+    /// This host's claimed files: (place below the inbox, relative path, signature).
+    mine: Vec<(PathBuf, PathBuf, Signature)>,
+}
+
+impl ClusterStage {
+    pub async fn run(
+        self,
+        mut input: mpsc::Receiver<ReadyFile>,
+        output: mpsc::Sender<ReadyFile>,
+        intake: CancellationToken,
+    ) {
+        let shared: Vec<usize> = (0..self.inboxes.len())
+            .filter(|&i| self.inboxes[i].shared)
+            .collect();
+        if shared.is_empty() {
+            while let Some(f) = input.recv().await {
+                if output.send(f).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let me = self.settings.host_id.clone();
+        // Tells this process's heartbeat from another host's that uses the same host_id.
+        let nonce = format!("{:016x}", fastrand::u64(..));
+        let every = heartbeat_every(self.settings.claim_timeout);
+        let mut beats = 0u64;
+        let mut last_beat: Option<Instant> = None;
+        let mut hosts: Vec<Hosts> = self.inboxes.iter().map(|_| Hosts::default()).collect();
+        let mut sweep = Sweep::default();
+        let mut twin_warned = false;
+        let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        if self.mode == Mode::Once {
+            // Claims left by an earlier run of this host: they were complete when claimed.
+            beats += 1;
+            self.beat(&shared, &me, &nonce, beats).await;
+            last_beat = Some(Instant::now());
+            for &i in &shared {
+                if let Some(l) = self.look(i, &me).await {
+                    for (at, rel, sig) in l.mine {
+                        if !self.offer(i, at, rel, sig, &output).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                f = input.recv() => {
+                    let Some(f) = f else { break };
+                    let f = if self.inboxes[f.inbox].shared {
+                        match self.claim(f, &me).await {
+                            Some(f) => f,
+                            None => continue,
+                        }
+                    } else {
+                        f
+                    };
+                    if output.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick(), if !intake.is_cancelled() => {
+                    let now = Instant::now();
+                    if last_beat.is_none_or(|t| now.duration_since(t) >= every) {
+                        beats += 1;
+                        self.beat(&shared, &me, &nonce, beats).await;
+                        last_beat = Some(now);
+                    }
+                    let mut seen = Vec::new();
+                    for &i in &shared {
+                        let Some(l) = self.look(i, &me).await else { continue };
+                        let now = Instant::now();
+                        for (host, content, claimed) in &l.hosts {
+                            if *host == me {
+                                // Our own file holds another process's nonce: a second host
+                                // with this host_id writes here too.
+                                if !content.is_empty()
+                                    && !content.starts_with(nonce.as_bytes())
+                                    && !twin_warned
+                                {
+                                    twin_warned = true;
+                                    tracing::error!(inbox = %self.inboxes[i].name, host_id = %me,
+                                        "another inboxd uses this host_id on this share: give each host its own [cluster] host_id");
+                                }
+                                continue;
+                            }
+                            hosts[i].observe(host, content, *claimed, now);
+                        }
+                        let own = l.mine.len();
+                        hosts[i].observe(&me, nonce.as_bytes(), own, now);
+                        self.ops.hosts(i, hosts[i].view(self.settings.claim_timeout, now));
+                        if self.mode == Mode::Daemon {
+                            for dead in hosts[i].dead(&me, self.settings.claim_timeout, now) {
+                                self.take_over(i, &dead, &me).await;
+                            }
+                            for (at, rel, sig) in l.mine {
+                                let path = self.inboxes[i].path.join(&at);
+                                seen.push(path.clone());
+                                if self.claims.busy(&path, now).is_some() {
+                                    continue;
+                                }
+                                if sweep.seen(&path, sig, self.inboxes[i].settle, now) {
+                                    sweep.offered(&path);
+                                    if !self.offer(i, at, rel, sig, &output).await {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    sweep.keep_only(&seen);
+                }
+            }
+        }
+    }
+
+    /// Claims `f` for this host. `None`: not claimed now (another host has it, or it is
+    /// tried again later).
+    async fn claim(&self, f: ReadyFile, me: &str) -> Option<ReadyFile> {
+        let inbox = &self.inboxes[f.inbox];
+        let at = claims_of(me).join(&f.rel);
+        let (root, from, to) = (inbox.path.clone(), f.at.clone(), at.clone());
+        let renamed = self.guards[f.inbox]
+            .run(move || beneath::rename_within(&root, &from, &to))
+            .await;
+        let now = Instant::now();
+        match renamed {
+            Ok(Ok(())) => {
+                let path = inbox.path.join(&at);
+                // Its place in the inbox is free for a new file of that name; the claimed
+                // file is held under its new path until finish lets it go.
+                self.claims.release(&f.path);
+                let _ = self.claims.try_claim(&path, now);
+                Some(ReadyFile { path, at, ..f })
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // Another host claimed it first: its file now, nothing to say.
+                tracing::debug!(inbox = %inbox.name, path = %crate::telemetry::escape(&f.rel), "claimed by another host");
+                self.claims.release(&f.path);
+                None
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // This host still holds an earlier file of that name: once that one has gone
+                // to done/, this one is claimed.
+                self.claims.defer(&f.path, now + inbox.settle);
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(inbox = %inbox.name, path = %crate::telemetry::escape(&f.rel), error = %e,
+                    "cannot claim the file in the shared inbox; trying again later");
+                self.claims
+                    .defer(&f.path, now + inbox.settle.max(Duration::from_secs(1)));
+                None
+            }
+            Err(_) => {
+                // The share does not answer: the inbox is stalled, and said so.
+                self.claims.defer(&f.path, now + inbox.settle);
+                None
+            }
+        }
+    }
+
+    /// Offers one of this host's claimed files to the pipeline again. False when downstream
+    /// has gone away.
+    async fn offer(
+        &self,
+        inbox: usize,
+        at: PathBuf,
+        rel: PathBuf,
+        sig: Signature,
+        output: &mpsc::Sender<ReadyFile>,
+    ) -> bool {
+        let path = self.inboxes[inbox].path.join(&at);
+        if self.claims.try_claim(&path, Instant::now()).is_err() {
+            return true;
+        }
+        let f = ReadyFile {
+            inbox,
+            path: path.clone(),
+            rel,
+            root: self.inboxes[inbox].path.clone(),
+            at,
+            size: sig.size,
+            sig,
+            kind: Kind::Regular,
+            ready_at: Instant::now(),
+        };
+        if output.send(f).await.is_err() {
+            self.claims.release(&path);
+            return false;
+        }
+        true
+    }
+
+    /// Refreshes this host's heartbeat in every shared inbox.
+    async fn beat(&self, shared: &[usize], me: &str, nonce: &str, n: u64) {
+        let text = format!("{nonce} {n} pid={}\n", std::process::id());
+        for &i in shared {
+            let root = self.inboxes[i].path.clone();
+            let rel = heartbeat_of(me);
+            let bytes = text.clone().into_bytes();
+            match self.guards[i]
+                .run(move || beneath::write_whole(&root, &rel, &bytes))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(inbox = %self.inboxes[i].name, error = %e, "cannot write this host's heartbeat in the shared inbox")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Reads the heartbeats and claims of a shared inbox. `None` when the share does not
+    /// answer (the inbox is stalled; nothing is decided on what could not be read).
+    async fn look(&self, i: usize, me: &str) -> Option<Looked> {
+        let root = self.inboxes[i].path.clone();
+        let me = me.to_owned();
+        let label = self.inboxes[i].name.clone();
+        self.guards[i]
+            .run(move || look_at(&label, &root, &me))
+            .await
+            .ok()
+    }
+
+    /// Takes the claims of `dead` over into this host's claim folder.
+    async fn take_over(&self, i: usize, dead: &str, me: &str) {
+        let root = self.inboxes[i].path.clone();
+        let (from, to) = (claims_of(dead), claims_of(me));
+        let label = self.inboxes[i].name.clone();
+        let moved = self.guards[i]
+            .run(move || {
+                let base = root.join(&from);
+                let mut n = 0usize;
+                for full in beneath::walk(&label, &root, &from) {
+                    let Ok(rel) = full.strip_prefix(&base) else {
+                        continue;
+                    };
+                    // NotFound: another live host took this one; AlreadyExists: this host
+                    // holds a file of that name, so this one waits for the next round.
+                    if beneath::rename_within(&root, &from.join(rel), &to.join(rel)).is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            })
+            .await;
+        if let Ok(n) = moved
+            && n > 0
+        {
+            tracing::warn!(inbox = %self.inboxes[i].name, host = dead, files = n,
+                timeout = %humantime::format_duration(self.settings.claim_timeout),
+                "took over the claimed files of a host whose heartbeat stopped");
+        }
+    }
+}
+
+/// The blocking part of [`ClusterStage::look`].
+fn look_at(label: &str, root: &Path, me: &str) -> Looked {
+    let mut names: Vec<String> = Vec::new();
+    for sub in ["hosts", "claims"] {
+        let dir = Path::new(DIR).join(sub);
+        let Ok(entries) = list_dir(root, &dir) else {
+            continue;
+        };
+        for name in entries {
+            if !name.starts_with('.') && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    let mut hosts = Vec::new();
+    let mut mine = Vec::new();
+    for host in names {
+        let content = read_small(root, &heartbeat_of(&host)).unwrap_or_default();
+        let sub = claims_of(&host);
+        let base = root.join(&sub);
+        let files = beneath::walk(label, root, &sub);
+        if host == me {
+            for full in &files {
+                let Ok(rel) = full.strip_prefix(&base) else {
+                    continue;
+                };
+                let at = sub.join(rel);
+                // Only regular files are offered: anything else in a claim folder was not put
+                // there by a claim (settle hands links and special files on as such, and the
+                // rename keeps them so, but they go straight on), and is left alone.
+                if let Ok(m) = beneath::metadata(root, &at)
+                    && m.file_type().is_file()
+                {
+                    mine.push((at, rel.to_path_buf(), Signature::of(&m)));
+                }
+            }
+        }
+        hosts.push((host, content, files.len()));
+    }
+    Looked { hosts, mine }
+}
+
+/// Names in the folder `root/rel` (resolved without following links).
+fn list_dir(root: &Path, rel: &Path) -> io::Result<Vec<String>> {
+    let meta = beneath::metadata(root, rel)?;
+    if !meta.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotADirectory));
+    }
+    let walked = beneath::walk_tree("cluster", root, rel);
+    let base = root.join(rel);
+    let mut out = Vec::new();
+    for p in walked.dirs.iter().chain(walked.files.iter()) {
+        if let Ok(r) = p.strip_prefix(&base)
+            && let Some(first) = r.components().next()
+        {
+            let name = first.as_os_str().to_string_lossy().into_owned();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A heartbeat file's content (at most 256 bytes; a regular file only, no link followed).
+fn read_small(root: &Path, rel: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let f = beneath::open_file(root, rel)?;
+    let mut buf = Vec::new();
+    f.take(256).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_come_several_times_per_timeout() {
+        assert_eq!(
+            heartbeat_every(Duration::from_secs(120)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            heartbeat_every(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert!(heartbeat_every(Duration::from_secs(1)) >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_claim_takes_the_file_once_and_keeps_its_relative_path() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/scan.pdf"), b"x").unwrap();
+        let to = claims_of("h1").join("a/scan.pdf");
+        beneath::rename_within(root, Path::new("a/scan.pdf"), &to).unwrap();
+        // The second host finds it gone.
+        let again = beneath::rename_within(
+            root,
+            Path::new("a/scan.pdf"),
+            &claims_of("h2").join("a/scan.pdf"),
+        );
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(std::fs::read(root.join(&to)).unwrap(), b"x");
+        let l = look_at("t", root, "h1");
+        assert_eq!(l.mine.len(), 1);
+        assert_eq!(l.mine[0].1, Path::new("a/scan.pdf"));
+        // h2's attempt made its (empty) claim folder: it is seen, holding nothing.
+        assert_eq!(
+            l.hosts,
+            vec![
+                ("h1".to_owned(), Vec::new(), 1),
+                ("h2".to_owned(), Vec::new(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_claim_folder_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("claims/h1")).unwrap();
+        std::fs::write(outside.path().join("claims/h1/secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join(DIR)).unwrap();
+        let l = look_at("t", d.path(), "h1");
+        assert!(l.mine.is_empty() && l.hosts.is_empty());
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        assert!(
+            beneath::rename_within(d.path(), Path::new("f"), &claims_of("h1").join("f")).is_err()
+        );
+        assert!(d.path().join("f").exists(), "the file stayed in the inbox");
+    }
+}

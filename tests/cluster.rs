@@ -1,0 +1,220 @@
+//! Several hosts, one share (issue 12): two real daemon processes with their own state
+//! folders watch the same inbox, done/, failed/ and bucket (`shared = true`). Every file is
+//! taken by exactly one of them; a host killed with SIGKILL has its claims taken over.
+
+mod support;
+
+use std::time::Duration;
+
+use support::http::{get, listener_url};
+use support::s3::{BUCKET, Fault, Op, TestS3};
+use support::{
+    Daemon, Inbox, Setup, TIMEOUT, content, files_under, strip_ansi, toml_str, wait_until,
+};
+
+/// A setup for host `id` on the shared inbox of `first` (or a fresh one when `None`).
+fn host(id: &str, first: Option<&Inbox>, watch: &str) -> Setup {
+    let mut s = Setup::new()
+        .inbox_set("shared", "true")
+        .inbox_set("watch", &toml_str(watch))
+        .set("cluster", "host_id", &toml_str(id))
+        .set("cluster", "claim_timeout", &toml_str("3s"))
+        .set("watch", "poll_interval", &toml_str("200ms"));
+    if let Some(inbox) = first {
+        s = s
+            .inbox_set("name", &toml_str(&inbox.name))
+            .inbox_set("path", &toml_str(&inbox.path.to_string_lossy()))
+            .inbox_set("done_dir", &toml_str(&inbox.done.to_string_lossy()))
+            .inbox_set("failed_dir", &toml_str(&inbox.failed.to_string_lossy()));
+    }
+    s
+}
+
+/// Files of the inbox that are not inboxd's own bookkeeping (`.inboxd/`).
+fn waiting(inbox: &Inbox) -> Vec<String> {
+    inbox
+        .files()
+        .into_iter()
+        .filter(|f| !f.starts_with(".inboxd/"))
+        .collect()
+}
+
+fn errors(d: &Daemon) -> Vec<String> {
+    strip_ansi(&d.all_stdout())
+        .lines()
+        .filter(|l| l.contains(" ERROR "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every file in done/ exactly once with its bytes, one object per file in the bucket written
+/// once, nothing in failed/, nothing left in the inbox.
+async fn assert_each_once(s3: &TestS3, inbox: &Inbox, files: &[(String, Vec<u8>)]) {
+    assert_eq!(
+        inbox.done_files().len(),
+        files.len(),
+        "done/: {:?}",
+        inbox.done_files()
+    );
+    for (rel, bytes) in files {
+        inbox.assert_done(rel, bytes);
+        support::assert_object(s3, &inbox.key(rel), bytes).await;
+        assert_eq!(s3.puts(&inbox.key(rel)).await, 1, "{rel} stored once");
+    }
+    assert_eq!(
+        s3.list(BUCKET).await.len(),
+        files.len(),
+        "one object per file"
+    );
+    assert!(
+        inbox.failed_files().is_empty(),
+        "{:?}",
+        inbox.failed_files()
+    );
+    assert!(waiting(inbox).is_empty(), "{:?}", waiting(inbox));
+}
+
+async fn two_hosts_take_each_file_once(watch: &str) {
+    let s3 = TestS3::start().await;
+    let mut a = Daemon::new(&s3, host("a", None, watch));
+    let inbox = a.inbox().clone();
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), watch));
+    a.start();
+    b.start();
+    let files: Vec<(String, Vec<u8>)> = (0..500)
+        .map(|i| {
+            (
+                format!("d{}/f{i:03}.bin", i % 7),
+                content(i, 1_000 + (i as usize % 5) * 700),
+            )
+        })
+        .collect();
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT * 2, "every file in done/", || {
+        files.iter().all(|(rel, _)| inbox.in_done(rel))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    assert_each_once(&s3, &inbox, &files).await;
+    for d in [&a, &b] {
+        assert!(errors(d).is_empty(), "{:?}", errors(d));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_take_each_file_once_with_events() {
+    two_hosts_take_each_file_once("events").await;
+}
+
+/// The way NFS clients see a share: no events from the other host's writes, only polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_take_each_file_once_when_polling() {
+    two_hosts_take_each_file_once("poll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hosts_claims_are_taken_over() {
+    let s3 = TestS3::start().await;
+    // Slow uploads, so that host a holds claimed files when it dies.
+    s3.push(
+        Op::PutObject,
+        Fault::delay(Duration::from_millis(400)).always(),
+    );
+    let mut a = Daemon::new(&s3, host("a", None, "events").concurrency(2));
+    let inbox = a.inbox().clone();
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("scan-{i:02}.pdf"), content(100 + i, 2_000)))
+        .collect();
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    a.start();
+    let claims_a = inbox.path.join(".inboxd/claims/a");
+    wait_until(TIMEOUT, "host a holds claims and has finished some", || {
+        files_under(&claims_a).len() >= 5 && !inbox.done_files().is_empty()
+    })
+    .await;
+    a.kill().await;
+    let stranded = files_under(&claims_a).len();
+    assert!(stranded > 0);
+
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
+    b.start();
+    // Within claim_timeout (3 s), plus the settle window and the uploads.
+    wait_until(TIMEOUT, "every file in done/", || {
+        files.iter().all(|(rel, _)| inbox.in_done(rel))
+    })
+    .await;
+    b.stop().await;
+    s3.push(Op::PutObject, Fault::delay(Duration::ZERO).always());
+    assert!(
+        files_under(&claims_a).is_empty(),
+        "{:?}",
+        files_under(&claims_a)
+    );
+    let took = strip_ansi(&b.all_stdout())
+        .lines()
+        .filter(|l| l.contains("took over the claimed files"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(took.len(), 1, "one line for the takeover: {took:?}");
+    assert!(
+        took[0].contains("host=\"a\"") && took[0].contains(&format!("files={stranded}")),
+        "{took:?}"
+    );
+    // Objects host a stored before it died are recognised, not stored again.
+    s3.idle().await;
+    for (rel, bytes) in &files {
+        inbox.assert_done(rel, bytes);
+        support::assert_object(&s3, &inbox.key(rel), bytes).await;
+        assert_eq!(s3.puts(&inbox.key(rel)).await, 1, "{rel} stored once");
+    }
+    assert!(inbox.failed_files().is_empty());
+    assert!(errors(&b).is_empty(), "{:?}", errors(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_inbox_shows_its_hosts_in_status_and_metrics() {
+    let s3 = TestS3::start().await;
+    let mut a = Daemon::new(&s3, host("a", None, "events"));
+    let inbox = a.inbox().clone();
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
+    a.start();
+    b.start();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let hosts = loop {
+        if let Some(url) = listener_url(&a.stdout()) {
+            let status: serde_json::Value =
+                serde_json::from_str(&get(&url, "/status").await.body).unwrap();
+            let hosts = status["inboxes"][0]["hosts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if hosts.len() == 2 {
+                break hosts;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host a never saw both hosts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["host"].as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(hosts.iter().all(|h| h["alive"] == true), "{hosts:?}");
+    let url = listener_url(&a.stdout()).unwrap();
+    let metrics = get(&url, "/metrics").await.body;
+    assert!(
+        metrics.contains(&format!(
+            "inboxd_cluster_heartbeat_age_seconds{{inbox=\"{}\",host=\"b\"}}",
+            inbox.name
+        )),
+        "{metrics}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
