@@ -68,6 +68,20 @@ pub fn render_status(json: &str) -> Result<String, String> {
             i["backlog"].as_u64().unwrap_or(0),
             i["oldest_pending_seconds"].as_f64().unwrap_or(0.0),
         ));
+        // A shared inbox: every host seen on it.
+        for h in i["hosts"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  host {:<16} heartbeat {:>5} s ago, {} claimed{}\n",
+                h["host"].as_str().unwrap_or("?"),
+                h["heartbeat_age_secs"].as_u64().unwrap_or(0),
+                h["claimed"].as_u64().unwrap_or(0),
+                if h["alive"].as_bool() == Some(false) {
+                    " (no heartbeat: taken for dead)"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     let failures = s["recent_failures"].as_array().cloned().unwrap_or_default();
     if !failures.is_empty() {
