@@ -130,4 +130,7 @@ pub(super) struct RawInbox {
     pub(super) fs_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "units::size")]
     pub(super) max_file_size: Option<u64>,
+    pub(super) check_format: Option<bool>,
+    #[serde(default, deserialize_with = "units::duration")]
+    pub(super) incomplete_after: Option<Duration>,
 }

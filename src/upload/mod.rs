@@ -349,8 +349,11 @@ async fn process_inner(
     inbox: &InboxSettings,
 ) -> (Option<String>, u32, FileResult) {
     let failed = |reason: String| FileResult::Failed { reason };
-    if let Kind::NotRegular(why) = &file.kind {
-        return (None, 0, failed(format!("this is {why}")));
+    match &file.kind {
+        Kind::Regular => {}
+        Kind::NotRegular(why) => return (None, 0, failed(format!("this is {why}"))),
+        // Never read, let alone uploaded: settle's reason says what was missing.
+        Kind::Incomplete(why) => return (None, 0, failed(why.clone())),
     }
     let default_key = match keys::object_key(&inbox.prefix, &file.rel) {
         Ok(k) => k,
