@@ -7,7 +7,7 @@
 //! | stage | input | output | job |
 //! |---|---|---|---|
 //! | [`watch`] | kernel events, startup sweep, periodic rescan, polling | [`watch::Candidate`] | say which paths may hold a new file |
-//! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing), apply ignore rules |
+//! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing, whole by its format; a close on a local disk looks at once), apply ignore rules |
 //! | [`batch`] | `ReadyFile` | [`batch::Batched`] | place each file in a batch (max files, max bytes, time window) and pass it on at once; say when a batch closes |
 //! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause; wait out an unreachable endpoint as one event |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |

@@ -5,6 +5,12 @@
 //! Where the kernel can tell (a read lease), a quiet file that some process still holds open
 //! for writing is not complete either: its writer may only be pausing.
 //!
+//! A file of a known format (PDF, ZIP, PNG, JPEG, TIFF, GIF; see [`mod@format`]) must also be
+//! whole by its own structure; a cut one waits, and goes to failed/ after the inbox's
+//! `incomplete_after`. On a local file system a file whose writer has closed it
+//! ([`Hint::Closed`]) is looked at at once and may go without the settle window; see
+//! [`CLOSE_PAUSE`].
+//!
 //! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
 //! `*.part`, `~$*`, `Thumbs.db`, … in any component of the path) are skipped here, and
 //! zero-byte files wait until they grow.
@@ -71,7 +77,7 @@ pub enum Kind {
     NotRegular(String),
     /// A regular file its format says is cut, and has been for the inbox's
     /// `incomplete_after`: never uploaded, moved to failed/ with this reason (see
-    /// [`format`]).
+    /// [`mod@format`]).
     Incomplete(String),
 }
 
