@@ -64,6 +64,18 @@ async fn cut_files_wait_whole_ones_go_and_after_incomplete_after_the_cut_ones_fa
         assert_eq!(s3.requests_for(Op::PutObject, &inbox.key(rel)), 0, "{rel}");
     }
     inbox.assert_no_failures();
+    // Each says once why it waits.
+    for (rel, _, format) in &cut {
+        let lines = p
+            .logs
+            .lines_with(&["not complete yet by its format", &format!("path={rel} ")]);
+        assert_eq!(lines.len(), 1, "{rel}: {lines:?}");
+        assert!(
+            lines[0].contains(&format!("incomplete {format}: ")),
+            "{}",
+            lines[0]
+        );
+    }
 
     // At the hour they go to failed/, each with what was missing, never uploaded.
     wait_for("every cut file is in failed/", STEP, || {

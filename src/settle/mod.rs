@@ -274,6 +274,14 @@ impl SettleStage {
                 self.stats.gone(path);
                 return true;
             }
+            Decision::Cut { inbox, rel, what } => {
+                // Once per file: why it waits beyond its settle window.
+                tracing::info!(inbox = %self.inboxes[inbox].name,
+                    path = %crate::telemetry::escape(&rel), reason = %what,
+                    after = ?self.inboxes[inbox].incomplete_after,
+                    "file is not complete yet by its format; waiting for the rest");
+                return true;
+            }
             Decision::LeftCut { inbox, rel, what } => {
                 // Not an error: a later run (or the daemon) takes it once it is whole, or
                 // moves it to failed/ after incomplete_after.

@@ -109,6 +109,13 @@ pub enum Decision {
         sig: Signature,
         reason: String,
     },
+    /// Like [`Decision::Wait`], the first time its format says it is cut (worth one line in
+    /// the log: a file that waits longer than its settle window should say why).
+    Cut {
+        inbox: usize,
+        rel: PathBuf,
+        what: String,
+    },
     /// `once` only: its format says it is cut. A run that ends when its files are done
     /// cannot wait `incomplete_after` for it: it stays in the inbox for the next run.
     LeftCut {
@@ -470,12 +477,21 @@ impl Settler {
                 // Cut: a scanner between pages, a copy that stalled. Look again after a wait
                 // that doubles while nothing changes (see RECHECK_MAX), and at the deadline
                 // at the latest, so that it goes to failed/ on time.
+                let first = p.cut.is_none();
                 let wait = p
                     .cut
                     .map_or(p.rules.settle, |w| w * 2)
                     .clamp(p.rules.settle, RECHECK_MAX.max(p.rules.settle));
                 p.cut = Some(wait);
+                let (inbox, rel) = (p.inbox, p.rel.clone());
                 self.rearm(path, (now + wait).min(deadline));
+                if first {
+                    return Decision::Cut {
+                        inbox,
+                        rel,
+                        what: format!("incomplete {}: {what}", format.name()),
+                    };
+                }
                 Decision::Wait
             }
         }
@@ -746,7 +762,14 @@ mod tests {
         loop {
             look_due(&mut s, at);
             match s.looked(p, cut(10), None, at) {
-                Decision::Wait => {}
+                Decision::Wait => assert!(!waits.is_empty(), "the first cut look says so"),
+                Decision::Cut { what, .. } => {
+                    assert!(waits.is_empty(), "said once");
+                    assert_eq!(
+                        what,
+                        "incomplete PDF: no %%EOF in the last 1 KiB of the PDF"
+                    );
+                }
                 Decision::Incomplete {
                     reason, sig: got, ..
                 } => {
@@ -790,9 +813,11 @@ mod tests {
         let mut s = settler_with("/in/a.pdf", t);
         s.looked(p, regular(10, 1), None, t);
         let mut at = t + W;
-        for _ in 0..4 {
+        for i in 0..4 {
             look_due(&mut s, at);
-            assert_eq!(s.looked(p, cut(10), None, at), Decision::Wait);
+            let d = s.looked(p, cut(10), None, at);
+            assert_eq!(matches!(d, Decision::Cut { .. }), i == 0, "{d:?}");
+            assert!(matches!(d, Decision::Cut { .. } | Decision::Wait));
             at = s.next_due().unwrap();
         }
         assert_eq!(at - (t + W * 8), Duration::from_secs(16), "waiting 16 s");
@@ -826,7 +851,10 @@ mod tests {
         let unasked = checked(10, 1, None, Checked::NotAsked);
         assert_eq!(s.looked(p, unasked, None, t + W * 2), Decision::Wait);
         look_due(&mut s, t + W * 2);
-        assert_eq!(s.looked(p, cut(10), None, t + W * 2), Decision::Wait);
+        assert!(matches!(
+            s.looked(p, cut(10), None, t + W * 2),
+            Decision::Cut { .. }
+        ));
 
         // An hour later another file (another inode) has the path, cut too: its own hour.
         let later = t + Duration::from_secs(3600);
@@ -855,7 +883,13 @@ mod tests {
             },
             _ => unreachable!(),
         };
-        assert_eq!(s.looked(p, other_cut, None, later + W), Decision::Wait);
+        assert!(
+            matches!(
+                s.looked(p, other_cut, None, later + W),
+                Decision::Cut { .. }
+            ),
+            "its own clock: not failed, and news again"
+        );
 
         // With checks off, or unopenable, the window decides alone.
         for c in [Checked::Off, Checked::Unopenable] {
@@ -934,7 +968,10 @@ mod tests {
         let mut s = Settler::new(true);
         s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t);
         look_due(&mut s, t);
-        assert_eq!(s.looked(p, cut(10), None, t), Decision::Wait);
+        assert!(matches!(
+            s.looked(p, cut(10), None, t),
+            Decision::Cut { .. }
+        ));
         assert!(!look_due(&mut s, t + W).closed);
 
         // A close while an ordinary look is under way: no second look meanwhile; the look

@@ -220,7 +220,7 @@ pub(super) fn is_close_write(kind: &EventKind) -> bool {
 /// [`crate::settle::CLOSE_PAUSE`]): only on a file system known to be local.
 fn closes_count(inbox: &InboxSettings) -> bool {
     let fs = fs_type(&inbox.path);
-    let local = fs.as_deref().is_some_and(|t| !is_network_fs(t));
+    let local = is_local_fs(fs.as_deref());
     if !local {
         tracing::info!(inbox = %inbox.name, fs = fs.as_deref().unwrap_or("unknown"),
             "not a local file system: a file closed by its writer still waits for its settle window");
@@ -266,6 +266,11 @@ pub(super) fn uses_events(inbox: &InboxSettings) -> bool {
             _ => true,
         },
     }
+}
+
+/// A file system known to be local: not a network one, and not one we could not name.
+pub(super) fn is_local_fs(fs: Option<&str>) -> bool {
+    fs.is_some_and(|t| !is_network_fs(t))
 }
 
 pub(super) fn is_network_fs(fs: &str) -> bool {
@@ -327,5 +332,9 @@ mod tests {
             Some("ext4")
         );
         assert!(is_network_fs("nfs4") && is_network_fs("fuse.sshfs") && !is_network_fs("ext4"));
+        // Closes count only where the kernel sees every writer.
+        assert!(is_local_fs(Some("ext4")) && is_local_fs(Some("tmpfs")));
+        assert!(!is_local_fs(Some("cifs")) && !is_local_fs(Some("fuse.sshfs")));
+        assert!(!is_local_fs(None), "unknown: not counted as local");
     }
 }
