@@ -314,3 +314,39 @@ async fn a_whole_pdf_still_open_for_writing_waits_for_its_close() {
     assert_object(&s3, &inbox.key("open.pdf"), &bytes).await;
     assert_eq!(s3.puts(&inbox.key("open.pdf")).await, 1);
 }
+
+/// `inboxd once` cannot wait an hour for a cut file: it takes the whole ones, leaves the cut
+/// one untouched for the next run, and does not claim that every file went to done/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_leaves_a_cut_file_for_the_next_run() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let whole = formats::docx();
+    let cut = formats::png()[..500].to_vec();
+    inbox.drop("letter.docx", &whole);
+    inbox.drop("photo.png", &cut);
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stdout.contains("1 left in the inbox for the next run"),
+        "{out}"
+    );
+    let warned: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("left in the inbox for the next run") && l.contains("photo.png"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    assert!(warned[0].contains("incomplete PNG: "), "{}", warned[0]);
+    inbox.assert_done("letter.docx", &whole);
+    assert_object(&s3, &inbox.key("letter.docx"), &whole).await;
+    inbox.assert_holds(&["photo.png"]);
+    assert_bytes_eq(
+        "photo.png in the inbox",
+        &fs::read(inbox.file("photo.png")).expect("read"),
+        &cut,
+    );
+    assert!(!s3.exists(BUCKET, &inbox.key("photo.png")));
+    inbox.assert_no_failures();
+}

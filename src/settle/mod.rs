@@ -288,6 +288,8 @@ impl SettleStage {
                 tracing::warn!(inbox = %self.inboxes[inbox].name,
                     path = %crate::telemetry::escape(&rel), reason = %what,
                     "file is not complete yet; left in the inbox for the next run");
+                // Counted as left, so that `once` does not claim every file went to done/.
+                self.stats.count(path, crate::run::Fate::Requeued);
                 return true;
             }
             Decision::Ready { inbox, rel, sig } => (inbox, rel, sig.size, sig, Kind::Regular),
