@@ -18,8 +18,11 @@
 //!   (Debian: apt-get install rclone), `rclone copy --transfers 32` of the same files to the
 //!   same endpoint, its whole run set beside the daemon's whole `once` run.
 //! - W3: one 1 GiB file: MB/s of the upload phase and the daemon's peak RSS (wait4).
-//! - W4: 40 × 64 KiB dropped one at a time into `inboxd run`: drop → object latency beyond the
-//!   settle window, p50 / p99.
+//! - W4: 40 × 64 KiB dropped one at a time into `inboxd run`, each written beside the inbox and
+//!   renamed in (no close in the inbox: the settle window decides): drop → object latency
+//!   beyond the settle window, p50 / p99. W4c: 40 PDFs of about 64 KiB, each created in the
+//!   inbox, written and closed (a scanner, a copy), with the default settle (2 s): drop →
+//!   object latency, p50 / p99 (the close-write fast path; `BENCH_ONLY=w4c` runs it alone).
 //! - W5: 64 × 64 KiB waiting in `inboxd run` through a 70 s outage (connections refused) and a
 //!   45 s one (server hung: connections accepted, nothing answered): time from the server's
 //!   return until the inbox is drained, and the daemon's WARN/ERROR lines
@@ -64,6 +67,8 @@ const W2_ROUNDS: usize = 3;
 const W4_FILES: usize = 40;
 const W4_SETTLE: Duration = Duration::from_millis(500);
 const W4_GAP: Duration = Duration::from_millis(150);
+/// The default `settle`: W4c shows what a closing writer gets without any tuning.
+const W4C_SETTLE: &str = "2s";
 const LOCAL_BUCKET: &str = "inboxd-bench";
 
 fn main() {
@@ -78,11 +83,12 @@ fn main() {
     let mut sanity = Vec::new();
 
     type Workload = fn(&tokio::runtime::Runtime, &Endpoint, &mut Vec<Row>, &mut Vec<String>);
-    let workloads: [(&str, Workload); 5] = [
+    let workloads: [(&str, Workload); 6] = [
         ("w1", w1),
         ("w2", w2),
         ("w3", w3),
         ("w4", w4),
+        ("w4c", w4c),
         ("w5", outage::w5),
     ];
     // BENCH_ONLY=w2,w4 runs a subset (while profiling one workload).
@@ -603,91 +609,8 @@ fn w3(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
 // ---------------------------------------------------------------------------------------------
 
 fn w4(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: &mut Vec<String>) {
-    let work = Work::new("w4");
-    let prefix = format!("{}w4/", ep.run_prefix);
     let settle = format!("{}ms", W4_SETTLE.as_millis());
-    work.write_config(
-        ep,
-        &prefix,
-        &Opts {
-            concurrency: None,
-            settle: &settle,
-            window: None,
-        },
-    );
-    let daemon = Daemon::spawn(ep, &work, "run", "W4");
-    daemon.wait_for_message("inboxd started", Duration::from_secs(30));
-
-    let size = 64 * KIB;
-    let files: Vec<(String, u64)> = (0..W4_FILES)
-        .map(|i| (format!("drop-{i:02}.bin"), size))
-        .collect();
-    let latencies = rt.block_on(async {
-        let mut lat: Vec<Option<Duration>> = vec![None; W4_FILES];
-        let mut pending: Vec<(usize, Instant)> = Vec::new();
-        let start = Instant::now();
-        let mut next = 0;
-        let mut buf = vec![0u8; size as usize];
-        loop {
-            if next < W4_FILES && start.elapsed() >= W4_GAP * next as u32 {
-                // Written outside the inbox, renamed in: the file appears complete, at once.
-                let (name, _) = &files[next];
-                let staged = work.staging.join(name);
-                XorShift::new(0x4_0000 + next as u64).fill(&mut buf);
-                fs::write(&staged, &buf).expect("write staged file");
-                fs::rename(&staged, work.inbox.join(name)).expect("rename into the inbox");
-                pending.push((next, Instant::now()));
-                next += 1;
-            }
-            let checks = pending.iter().map(|(i, _)| {
-                let key = format!("{prefix}{}", files[*i].0);
-                async move { ep.object_complete(&key, size).await }
-            });
-            let present = futures::future::join_all(checks).await;
-            let now = Instant::now();
-            let mut still = Vec::new();
-            for ((i, dropped), here) in pending.drain(..).zip(present) {
-                if here {
-                    lat[i] = Some(now - dropped);
-                } else if now - dropped > Duration::from_secs(20) {
-                    daemon.fail(&format!(
-                        "W4: {} not in the bucket 20 s after the drop",
-                        files[i].0
-                    ));
-                } else {
-                    still.push((i, dropped));
-                }
-            }
-            pending = still;
-            if next == W4_FILES && pending.is_empty() {
-                break;
-            }
-            if let Some(status) = daemon.try_wait() {
-                daemon.fail(&format!(
-                    "W4: the daemon exited early ({})",
-                    status.describe()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        lat.into_iter()
-            .map(|l| l.expect("every latency measured"))
-            .collect::<Vec<_>>()
-    });
-
-    // SAFETY: plain syscall on the pid of our own child, which has not been reaped yet.
-    let rc = unsafe { libc::kill(daemon.pid, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
-    let exit = daemon.wait(Duration::from_secs(40));
-    daemon.expect_success(&exit);
-    let stop = daemon.stopped();
-    daemon.expect_uploaded(&stop, W4_FILES);
-    sanity.push(rt.block_on(check_outcome(ep, &work, &prefix, &files, "W4")));
-    sanity.push(format!(
-        "sanity W4: SIGTERM → daemon exited with {}",
-        exit.describe()
-    ));
-
+    let latencies = w4_run(rt, ep, sanity, "w4", &settle, W4Writer::RenameIn);
     let beyond: Vec<f64> = latencies
         .iter()
         .map(|l| (l.as_secs_f64() - W4_SETTLE.as_secs_f64()) * 1000.0)
@@ -717,6 +640,183 @@ fn w4(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
         "≤ 200 ms",
         Some(p99 <= 200.0),
     );
+}
+
+/// W4c: the close-write fast path. Each PDF is created in the inbox, written and closed, with
+/// the default settle: the latency counts from the create to the complete object.
+fn w4c(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: &mut Vec<String>) {
+    let latencies = w4_run(rt, ep, sanity, "w4c", W4C_SETTLE, W4Writer::CloseInInbox);
+    let mut sorted: Vec<f64> = latencies.iter().map(|l| l.as_secs_f64() * 1000.0).collect();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99));
+    eprintln!(
+        "[bench] W4c drop → object (ms): min {:.1}, max {:.1}",
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    push_row(
+        rows,
+        format!(
+            "W4c 40 PDFs of ~64 KiB created, written and closed in the inbox {} ms apart (settle = {W4C_SETTLE}, the default): drop → object, p50",
+            W4_GAP.as_millis()
+        ),
+        format!("{p50:.0} ms"),
+        "",
+        None,
+    );
+    push_row(
+        rows,
+        "W4c drop → object, p99 (nearest rank of 40 = max)",
+        format!("{p99:.0} ms"),
+        "≤ 100 ms",
+        Some(p99 <= 100.0),
+    );
+}
+
+/// How W4's writer puts each file into the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum W4Writer {
+    /// Written beside the inbox and renamed in: it appears complete at once, but no writer
+    /// closes it in the inbox, so the settle window decides.
+    RenameIn,
+    /// Created in the inbox, written and closed, as a scanner or a copy does: a PDF, whose
+    /// format says when it is whole, so the close-write fast path takes it.
+    CloseInInbox,
+}
+
+/// A PDF (made by pdf-writer) of about `payload` bytes: one page and a stream of noise.
+fn w4_pdf(seed: u64, payload: usize) -> Vec<u8> {
+    use pdf_writer::{Pdf, Rect, Ref};
+    let mut pdf = Pdf::new();
+    let (catalog, tree, page, data) = (Ref::new(1), Ref::new(2), Ref::new(3), Ref::new(4));
+    pdf.catalog(catalog).pages(tree);
+    pdf.pages(tree).kids([page]).count(1);
+    pdf.page(page)
+        .parent(tree)
+        .media_box(Rect::new(0.0, 0.0, 595.0, 842.0));
+    let mut noise = vec![0u8; payload];
+    XorShift::new(seed).fill(&mut noise);
+    pdf.stream(data, &noise);
+    pdf.finish()
+}
+
+/// Drops `W4_FILES` files `W4_GAP` apart into a running daemon and returns each one's time
+/// from the drop to its complete object.
+fn w4_run(
+    rt: &tokio::runtime::Runtime,
+    ep: &Endpoint,
+    sanity: &mut Vec<String>,
+    name: &str,
+    settle: &str,
+    writer: W4Writer,
+) -> Vec<Duration> {
+    let label = name.to_uppercase();
+    let work = Work::new(name);
+    let prefix = format!("{}{name}/", ep.run_prefix);
+    work.write_config(
+        ep,
+        &prefix,
+        &Opts {
+            concurrency: None,
+            settle,
+            window: None,
+        },
+    );
+    let daemon = Daemon::spawn(ep, &work, "run", &label);
+    daemon.wait_for_message("inboxd started", Duration::from_secs(30));
+
+    let size = 64 * KIB;
+    let bodies: Vec<Vec<u8>> = (0..W4_FILES)
+        .map(|i| match writer {
+            W4Writer::RenameIn => {
+                let mut buf = vec![0u8; size as usize];
+                XorShift::new(0x4_0000 + i as u64).fill(&mut buf);
+                buf
+            }
+            W4Writer::CloseInInbox => w4_pdf(0x4_1000 + i as u64, size as usize),
+        })
+        .collect();
+    let ext = match writer {
+        W4Writer::RenameIn => "bin",
+        W4Writer::CloseInInbox => "pdf",
+    };
+    let files: Vec<(String, u64)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("drop-{i:02}.{ext}"), b.len() as u64))
+        .collect();
+    let latencies = rt.block_on(async {
+        let mut lat: Vec<Option<Duration>> = vec![None; W4_FILES];
+        let mut pending: Vec<(usize, Instant)> = Vec::new();
+        let start = Instant::now();
+        let mut next = 0;
+        loop {
+            if next < W4_FILES && start.elapsed() >= W4_GAP * next as u32 {
+                let (name, _) = &files[next];
+                let dropped = Instant::now();
+                match writer {
+                    W4Writer::RenameIn => {
+                        let staged = work.staging.join(name);
+                        fs::write(&staged, &bodies[next]).expect("write staged file");
+                        fs::rename(&staged, work.inbox.join(name)).expect("rename into the inbox");
+                    }
+                    // Create, write, close (fs::write): one IN_CLOSE_WRITE.
+                    W4Writer::CloseInInbox => {
+                        fs::write(work.inbox.join(name), &bodies[next]).expect("write in the inbox")
+                    }
+                }
+                pending.push((next, dropped));
+                next += 1;
+            }
+            let checks = pending.iter().map(|(i, _)| {
+                let (key, size) = (format!("{prefix}{}", files[*i].0), files[*i].1);
+                async move { ep.object_complete(&key, size).await }
+            });
+            let present = futures::future::join_all(checks).await;
+            let now = Instant::now();
+            let mut still = Vec::new();
+            for ((i, dropped), here) in pending.drain(..).zip(present) {
+                if here {
+                    lat[i] = Some(now - dropped);
+                } else if now - dropped > Duration::from_secs(20) {
+                    daemon.fail(&format!(
+                        "{label}: {} not in the bucket 20 s after the drop",
+                        files[i].0
+                    ));
+                } else {
+                    still.push((i, dropped));
+                }
+            }
+            pending = still;
+            if next == W4_FILES && pending.is_empty() {
+                break;
+            }
+            if let Some(status) = daemon.try_wait() {
+                daemon.fail(&format!(
+                    "{label}: the daemon exited early ({})",
+                    status.describe()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lat.into_iter()
+            .map(|l| l.expect("every latency measured"))
+            .collect::<Vec<_>>()
+    });
+
+    // SAFETY: plain syscall on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(daemon.pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+    let exit = daemon.wait(Duration::from_secs(40));
+    daemon.expect_success(&exit);
+    let stop = daemon.stopped();
+    daemon.expect_uploaded(&stop, W4_FILES);
+    sanity.push(rt.block_on(check_outcome(ep, &work, &prefix, &files, &label)));
+    sanity.push(format!(
+        "sanity {label}: SIGTERM → daemon exited with {}",
+        exit.describe()
+    ));
+    latencies
 }
 
 // ---------------------------------------------------------------------------------------------

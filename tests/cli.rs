@@ -517,9 +517,9 @@ async fn under_journald_every_line_carries_its_priority_in_text_and_json() {
         // JOURNAL_STREAM is how systemd tells a service that stdout is the journal.
         daemon.start_with_env(&[("JOURNAL_STREAM", "8:12345")]);
         std::os::unix::fs::symlink("/etc/hostname", inbox.file("link.pdf")).expect("symlink");
-        inbox.drop("ok.pdf", b"fine");
+        inbox.drop("ok.txt", b"fine");
         wait_until(TIMEOUT, "both files are handled", || {
-            inbox.is_done("ok.pdf") && inbox.is_failed("link.pdf")
+            inbox.is_done("ok.txt") && inbox.is_failed("link.pdf")
         })
         .await;
         daemon.stop().await;

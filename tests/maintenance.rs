@@ -55,6 +55,8 @@ async fn idle_uploads_of_vanished_files_are_aborted_and_the_others_kept() {
         max_file_size: None,
         object: Default::default(),
         shared: false,
+        check_format: true,
+        incomplete_after: Duration::from_secs(3600),
     }];
     let mut open = s3.open_uploads();
     open.sort();

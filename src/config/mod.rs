@@ -178,9 +178,18 @@ pub struct InboxSettings {
     /// Watched by inboxd on several hosts at once: each file is claimed by one of them
     /// before any work ([`crate::cluster`]).
     pub shared: bool,
+    /// Whether a file of a known format (PDF, ZIP, PNG, JPEG, TIFF, GIF) must also be whole
+    /// by its own structure before it is taken; see [`crate::settle::format`].
+    pub check_format: bool,
+    /// How long a file may stay incomplete by its format before it goes to failed/.
+    pub incomplete_after: Duration,
 }
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// Default `inbox.incomplete_after`: a scanner that pauses between pages, or a copy that
+/// stalls and resumes, is back long before an hour; a file still cut after that was abandoned.
+pub const DEFAULT_INCOMPLETE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Default `inbox.fs_timeout`: far longer than any healthy disk or share needs for one call
 /// (or between two chunks of a long read), short enough that a hung share is noticed soon.
@@ -350,7 +359,9 @@ impl Settings {
                         fs_timeout,
                         max_file_size,
                         object,
-                        shared
+                        shared,
+                        check_format,
+                        incomplete_after
                     );
                     out.push(format!("inbox {} ({})", inbox.name, fields.join(", ")));
                 }
@@ -667,6 +678,29 @@ bucket = "b"
             }
             old.changes(&new)
         }
+    }
+
+    #[test]
+    fn format_checks_are_on_by_default_and_incomplete_after_outlasts_settle() {
+        let s = load_str(GOOD).unwrap();
+        assert!(s.inboxes[0].check_format);
+        assert_eq!(s.inboxes[0].incomplete_after, Duration::from_secs(3600));
+        let with = |extra: &str| {
+            load_str(&GOOD.replace("bucket = \"b\"", &format!("bucket = \"b\"\n{extra}")))
+        };
+        let s = with("check_format = false\nincomplete_after = \"10m\"").unwrap();
+        assert!(!s.inboxes[0].check_format);
+        assert_eq!(s.inboxes[0].incomplete_after, Duration::from_secs(600));
+        let e = with("settle = \"1m\"\nincomplete_after = \"30s\"").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("c.toml, line 10: key `inbox[0].incomplete_after`: must be longer than this inbox's settle (1m)"), "{text}");
+        let e = with("check_format = \"yes\"").unwrap_err();
+        assert!(e.to_string().contains("inbox[0].check_format"), "{e}");
+        let e = with("incomplete_after = 3600").unwrap_err();
+        assert!(
+            e.to_string().contains("incomplete_after = \"3600s\""),
+            "{e}"
+        );
     }
 
     #[test]

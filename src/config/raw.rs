@@ -149,4 +149,7 @@ pub(super) struct RawInbox {
     pub(super) sse_kms_key_id: Option<String>,
     pub(super) cache_control: Option<String>,
     pub(super) shared: Option<bool>,
+    pub(super) check_format: Option<bool>,
+    #[serde(default, deserialize_with = "units::duration")]
+    pub(super) incomplete_after: Option<Duration>,
 }

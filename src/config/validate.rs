@@ -320,6 +320,17 @@ impl<'a> Ctx<'a> {
                 "must be more than 0 bytes (leave it out for no limit)",
             ));
         }
+        let settle = ri.settle.unwrap_or(Duration::from_secs(2));
+        let incomplete_after = ri.incomplete_after.unwrap_or(DEFAULT_INCOMPLETE_AFTER);
+        if incomplete_after <= settle {
+            return Err(self.err(
+                &key("incomplete_after"),
+                &format!(
+                    "must be longer than this inbox's settle ({}): a file is only checked once it has settled",
+                    humantime::format_duration(settle)
+                ),
+            ));
+        }
         Ok(InboxSettings {
             name,
             path,
@@ -327,13 +338,15 @@ impl<'a> Ctx<'a> {
             failed_dir,
             bucket,
             prefix,
-            settle: ri.settle.unwrap_or(Duration::from_secs(2)),
+            settle,
             watch: ri.watch.unwrap_or(WatchMode::Auto),
             ignore,
             fs_timeout,
             max_file_size,
             object,
             shared: ri.shared.unwrap_or(false),
+            check_format: ri.check_format.unwrap_or(true),
+            incomplete_after,
         })
     }
 

@@ -5,6 +5,12 @@
 //! Where the kernel can tell (a read lease), a quiet file that some process still holds open
 //! for writing is not complete either: its writer may only be pausing.
 //!
+//! A file of a known format (PDF, ZIP, PNG, JPEG, TIFF, GIF; see [`mod@format`]) must also be
+//! whole by its own structure; a cut one waits, and goes to failed/ after the inbox's
+//! `incomplete_after`. On a local file system a file whose writer has closed it
+//! ([`Hint::Closed`]) is looked at at once and may go without the settle window; see
+//! [`CLOSE_PAUSE`].
+//!
 //! "Not yet complete" is a normal state, not an error. Ignored names (hidden files, `*.tmp`,
 //! `*.part`, `~$*`, `Thumbs.db`, … in any component of the path) are skipped here, and
 //! zero-byte files wait until they grow.
@@ -40,7 +46,7 @@ pub mod format;
 mod ignore;
 mod settler;
 pub use ignore::{DEFAULT_IGNORES, Ignore};
-pub use settler::{Decision, Due, Look, Settler};
+pub use settler::{CLOSE_PAUSE, Checked, Decision, Due, Hint, Look, RECHECK_MAX, Rules, Settler};
 
 /// What settle knows about a file when it hands it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,10 @@ pub enum Kind {
     /// itself: a link as the link) with this reason, which says what it is (and where a link
     /// points).
     NotRegular(String),
+    /// A regular file its format says is cut, and has been for the inbox's
+    /// `incomplete_after`: never uploaded, moved to failed/ with this reason (see
+    /// [`mod@format`]).
+    Incomplete(String),
 }
 
 /// A file that has been stable for its settle window, claimed for upload.
@@ -200,7 +210,11 @@ impl SettleStage {
         }
         let now = Instant::now();
         let wake = c.now.then(|| c.path.clone());
-        let new = settler.candidate(c.path, c.inbox, rel, inbox.settle, now);
+        let rules = Rules {
+            settle: inbox.settle,
+            incomplete_after: inbox.incomplete_after,
+        };
+        let new = settler.candidate(c.path, c.inbox, rel, rules, c.hint, now);
         if let Some(path) = wake.filter(|_| !new) {
             // Its wait is over (a paused inbox works again): look now, not at the old time.
             settler.retry_at(&path, now);
@@ -213,16 +227,21 @@ impl SettleStage {
         let inbox = group.first().map_or(0, |d| d.inbox);
         let guard = self.guards[inbox].clone();
         let root = self.inboxes[inbox].path.clone();
+        let check = self.inboxes[inbox].check_format;
         let now = Instant::now();
-        // Ask whether a writer still holds a file only when it looked quiet and is free to
-        // go: a lease probe opens the file.
-        let jobs: Vec<(PathBuf, PathBuf, Option<Signature>)> = group
+        // Ask whether a writer still holds a file, and check its format, only when it looked
+        // quiet (or its writer has just closed it) and is free to go: both open the file.
+        let jobs: Vec<(PathBuf, PathBuf, Ask)> = group
             .into_iter()
             .map(|d| {
-                let probe = d
-                    .unchanged_from
-                    .filter(|_| self.claims.busy(&d.path, now).is_none());
-                (d.path, d.rel, probe)
+                let ask = if self.claims.busy(&d.path, now).is_some() {
+                    Ask::Nothing
+                } else if d.closed {
+                    Ask::Always
+                } else {
+                    d.unchanged_from.map_or(Ask::Nothing, Ask::IfUnchanged)
+                };
+                (d.path, d.rel, ask)
             })
             .collect();
         let paths: Vec<PathBuf> = jobs.iter().map(|(p, _, _)| p.clone()).collect();
@@ -230,8 +249,8 @@ impl SettleStage {
             let looked = guard
                 .run_with_progress(move |progress| {
                     jobs.into_iter()
-                        .map(|(path, rel, probe)| {
-                            let look = look_at(&root, &rel, probe);
+                        .map(|(path, rel, ask)| {
+                            let look = look_at(&root, &rel, ask, check);
                             progress.tick();
                             (path, look)
                         })
@@ -261,6 +280,24 @@ impl SettleStage {
                 self.stats.gone(path);
                 return true;
             }
+            Decision::Cut { inbox, rel, what } => {
+                // Once per file: why it waits beyond its settle window.
+                tracing::info!(inbox = %self.inboxes[inbox].name,
+                    path = %crate::telemetry::escape(&rel), reason = %what,
+                    after = ?self.inboxes[inbox].incomplete_after,
+                    "file is not complete yet by its format; waiting for the rest");
+                return true;
+            }
+            Decision::LeftCut { inbox, rel, what } => {
+                // Not an error: a later run (or the daemon) takes it once it is whole, or
+                // moves it to failed/ after incomplete_after.
+                tracing::warn!(inbox = %self.inboxes[inbox].name,
+                    path = %crate::telemetry::escape(&rel), reason = %what,
+                    "file is not complete yet; left in the inbox for the next run");
+                // Counted as left, so that `once` does not claim every file went to done/.
+                self.stats.count(path, crate::run::Fate::Requeued);
+                return true;
+            }
             Decision::Ready { inbox, rel, sig } => (inbox, rel, sig.size, sig, Kind::Regular),
             // Not something we can upload faithfully; it still must not sit unexplained in
             // the inbox, so hand it on to be moved to failed/ (as itself) with a reason.
@@ -270,6 +307,19 @@ impl SettleStage {
                 sig,
                 reason,
             } => (inbox, rel, 0, sig, Kind::NotRegular(reason)),
+            // Cut for all of incomplete_after: it must not sit unexplained in the inbox
+            // either, and must never be uploaded half.
+            Decision::Incomplete {
+                inbox,
+                rel,
+                sig,
+                reason,
+            } => {
+                tracing::warn!(inbox = %self.inboxes[inbox].name,
+                    path = %crate::telemetry::escape(&rel), reason = %reason,
+                    "file is still incomplete; moving it to failed/");
+                (inbox, rel, sig.size, sig, Kind::Incomplete(reason))
+            }
         };
         if self.claims.try_claim(path, now).is_err() {
             // Taken between the two looks (cannot happen with one settle): look again later.
@@ -296,9 +346,20 @@ impl SettleStage {
     }
 }
 
-/// Looks at `root/rel` without following links. When the file still has the signature
-/// `probe`, also asks whether a writer holds it open.
-fn look_at(root: &Path, rel: &Path, probe: Option<Signature>) -> Look {
+/// What a look asks besides the file's kind, size and times.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    Nothing,
+    /// Whether a writer holds it, and whether its format says it is whole, when it still has
+    /// this signature (it has been quiet since the previous look).
+    IfUnchanged(Signature),
+    /// Both, whatever it looks like (its writer has just closed it).
+    Always,
+}
+
+/// Looks at `root/rel` without following links, and asks what `ask` says (the format only
+/// when `check`).
+fn look_at(root: &Path, rel: &Path, ask: Ask, check: bool) -> Look {
     use crate::beneath::Kind as Entry;
     // Never through a link: a path below a link to a folder fails here (and is dropped); the
     // link itself is seen as a link.
@@ -309,14 +370,20 @@ fn look_at(root: &Path, rel: &Path, probe: Option<Signature>) -> Look {
     match Entry::of(meta.file_type()) {
         Entry::Dir => Look::Dir,
         Entry::Regular => {
-            let asked = probe == Some(sig) && sig.size > 0;
-            Look::Regular {
-                sig,
-                writing: if asked {
-                    open_for_writing(root, rel)
-                } else {
-                    None
-                },
+            let asked = sig.size > 0
+                && match ask {
+                    Ask::Nothing => false,
+                    Ask::IfUnchanged(before) => before == sig,
+                    Ask::Always => true,
+                };
+            if asked {
+                examine(root, rel, sig, check)
+            } else {
+                Look::Regular {
+                    sig,
+                    writing: None,
+                    checked: Checked::NotAsked,
+                }
             }
         }
         kind => Look::NotRegular {
@@ -326,17 +393,71 @@ fn look_at(root: &Path, rel: &Path, probe: Option<Signature>) -> Look {
     }
 }
 
-/// Whether some process has the file open for writing, when the kernel will tell us: a read
+/// Opens the file seen with `sig` once, asks whether a writer holds it, and (`check`) whether
+/// its format says it is whole. The answers count only for the file as it was seen: the open
+/// file must have `sig` before and after, or the look reports what it has now (changed: the
+/// settle window starts again).
+fn examine(root: &Path, rel: &Path, sig: Signature, check: bool) -> Look {
+    let changed_to = |now: Signature| Look::Regular {
+        sig: now,
+        writing: None,
+        checked: Checked::NotAsked,
+    };
+    let file = match crate::beneath::open_file(root, rel) {
+        Ok(f) => f,
+        // Not ours to judge here: the upload stage reports a file it cannot read (and gives
+        // a permission that arrives late its time); the settle window decides as ever.
+        Err(_) => {
+            return Look::Regular {
+                sig,
+                writing: None,
+                checked: Checked::Unopenable,
+            };
+        }
+    };
+    let same = |f: &std::fs::File| f.metadata().map(|m| Signature::of(&m));
+    match same(&file) {
+        Ok(now) if now == sig => {}
+        Ok(now) => return changed_to(now),
+        Err(_) => return Look::Stalled,
+    }
+    let writing = open_for_writing(&file);
+    if writing == Some(true) {
+        return Look::Regular {
+            sig,
+            writing,
+            checked: Checked::NotAsked,
+        };
+    }
+    let checked = if !check {
+        Checked::Off
+    } else {
+        match format::check(rel, sig.size, &file) {
+            Ok(w) => Checked::Found(w),
+            Err(_) => Checked::Failed,
+        }
+    };
+    // Written to while it was checked: what was read may be neither the old nor the new file.
+    match same(&file) {
+        Ok(now) if now == sig => Look::Regular {
+            sig,
+            writing,
+            checked,
+        },
+        Ok(now) => changed_to(now),
+        Err(_) => Look::Stalled,
+    }
+}
+
+/// Whether some process has `file` open for writing, when the kernel will tell us: a read
 /// lease (fcntl F_SETLEASE) is refused with EAGAIN exactly then. `None` when we cannot know —
 /// leases need the file's owner or CAP_LEASE (the systemd unit grants it), and some file
 /// systems have none — and then the settle window alone decides.
-fn open_for_writing(root: &Path, rel: &Path) -> Option<bool> {
+fn open_for_writing(file: &std::fs::File) -> Option<bool> {
     use std::os::fd::AsRawFd;
-    // Only a regular file is opened, never through a link (a FIFO would block here).
-    let f = crate::beneath::open_file(root, rel).ok()?;
-    let fd = f.as_raw_fd();
-    // SAFETY: `fd` is a valid descriptor owned by `f`, which outlives both calls; F_SETLEASE
-    // takes an integer argument and touches no memory of ours.
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is a valid descriptor owned by `file`, which outlives both calls;
+    // F_SETLEASE takes an integer argument and touches no memory of ours.
     let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
     if rc == 0 {
         // Give the lease back at once so no writer ever waits on it.
@@ -393,8 +514,10 @@ mod tests {
         let p = d.path().join("f");
         let mut w = std::fs::File::create(&p).unwrap();
         std::io::Write::write_all(&mut w, b"half").unwrap();
-        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(true));
+        let probe =
+            || open_for_writing(&crate::beneath::open_file(d.path(), Path::new("f")).unwrap());
+        assert_eq!(probe(), Some(true));
         drop(w);
-        assert_eq!(open_for_writing(d.path(), Path::new("f")), Some(false));
+        assert_eq!(probe(), Some(false));
     }
 }

@@ -9,7 +9,60 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Signature;
+use super::format::Whole;
 use crate::claims::Busy;
+
+/// How long a file of no known format waits after its writer closed it before it goes on the
+/// fast path. Some writers close a file and open it again to go on (a copy tool that sets
+/// the times or writes a resource fork afterwards, an application that saves in two steps);
+/// their next write comes within milliseconds. 300 ms is long enough for those and still
+/// far below the default `settle` (2 s). A file whose format says it is whole needs no pause.
+pub const CLOSE_PAUSE: Duration = Duration::from_millis(300);
+
+/// The longest wait between two looks at a file that its format says is cut. The wait
+/// starts at the settle window and doubles while the file stays unchanged and cut: each
+/// look rereads its tail (up to 64 KiB for a ZIP), which on a network share costs round
+/// trips, and a file left cut for minutes is rarely finished a second later. Kernel events
+/// (a write, a close) end the wait at once on local disks, so this only bounds how late a
+/// writer that resumes is noticed on a share or in poll mode.
+pub const RECHECK_MAX: Duration = Duration::from_secs(30);
+
+/// Per inbox: what settle needs to know to time a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub settle: Duration,
+    /// A file its format says is cut goes to failed/ once it has been in view this long.
+    pub incomplete_after: Duration,
+}
+
+/// Why watch offers a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Found by a sweep, a poll or a rescan: nothing is known about it.
+    Found,
+    /// A kernel event said it changed.
+    Changed,
+    /// Its writer closed it (close-write on a local file system): worth a look at once.
+    Closed,
+}
+
+/// The format check of one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Not made: the look did not ask (the file was not quiet, or was busy), or a writer
+    /// still holds the file.
+    NotAsked,
+    /// This inbox does not check formats (`check_format = false`).
+    Off,
+    /// The file could not be opened to check it (permission denied, say). Not a verdict on
+    /// its completeness: the upload stage reports a file it cannot read, and gives a
+    /// permission that arrives late its time.
+    Unopenable,
+    /// What the check found.
+    Found(Whole),
+    /// Reading failed half way (an I/O error): not a verdict either; look again.
+    Failed,
+}
 
 /// What one look at a path found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +77,12 @@ pub enum Look {
         reason: String,
     },
     /// A regular file. `writing` is the lease probe's answer when the look asked it (the file
-    /// looked unchanged since the previous look), `None` when not asked or not knowable.
+    /// looked unchanged since the previous look, or its writer had just closed it), `None`
+    /// when not asked or not knowable; `checked` the format check made with it.
     Regular {
         sig: Signature,
         writing: Option<bool>,
+        checked: Checked,
     },
     /// The inbox's file system did not answer in time: nothing is known.
     Stalled,
@@ -54,6 +109,28 @@ pub enum Decision {
         sig: Signature,
         reason: String,
     },
+    /// Like [`Decision::Wait`], the first time its format says it is cut (worth one line in
+    /// the log: a file that waits longer than its settle window should say why).
+    Cut {
+        inbox: usize,
+        rel: PathBuf,
+        what: String,
+    },
+    /// `once` only: its format says it is cut. A run that ends when its files are done
+    /// cannot wait `incomplete_after` for it: it stays in the inbox for the next run.
+    LeftCut {
+        inbox: usize,
+        rel: PathBuf,
+        what: String,
+    },
+    /// Its format says it is cut and it has stayed so for `incomplete_after`: claim it and
+    /// hand it on to be moved to failed/ with `reason` (never uploaded half).
+    Incomplete {
+        inbox: usize,
+        rel: PathBuf,
+        sig: Signature,
+        reason: String,
+    },
 }
 
 /// A look the stage loop should make now.
@@ -64,6 +141,9 @@ pub struct Due {
     pub rel: PathBuf,
     /// The signature of the previous look: ask the lease probe only if the file still has it.
     pub unchanged_from: Option<Signature>,
+    /// Its writer has closed it: ask the lease probe (and check the format) whatever the
+    /// previous look saw.
+    pub closed: bool,
 }
 
 #[derive(Debug)]
@@ -74,9 +154,20 @@ struct Pending {
     sig: Option<Signature>,
     /// When the next look is due; `None` while a look is under way.
     next: Option<Instant>,
-    settle: Duration,
+    rules: Rules,
     /// When it came into view (for the backlog's oldest age).
     seen: Instant,
+    /// Since when this file has been in view: the clock of `incomplete_after`. Starts again
+    /// when another file (another inode) takes the path.
+    since: Instant,
+    /// The wait before the next look while its format says it is cut; `None` while it is
+    /// not known to be cut.
+    cut: Option<Duration>,
+    /// When its writer last closed it, while that close has not been acted on: the fast
+    /// path. Cleared once a look has decided it (taken, or back to the settle window).
+    closed: Option<Instant>,
+    /// The look under way was made for a close (asked the lease probe and the format).
+    closed_look: bool,
 }
 
 /// The files settle is watching, with their timetable.
@@ -105,32 +196,53 @@ impl Settler {
         self.pending.is_empty()
     }
 
-    /// A candidate from watch. A file already in view is left alone (its next look sees any
-    /// change); a new one is due for its first look at once. Returns whether it is new.
+    /// A candidate from watch. A new one is due for its first look at once. A file already
+    /// in view is mostly left alone (its next look sees any change), except: a close is
+    /// looked at at once (the fast path), and a change ends the long wait of a file that was
+    /// cut (its writer is back). Returns whether it is new.
     pub fn candidate(
         &mut self,
         path: PathBuf,
         inbox: usize,
         rel: PathBuf,
-        settle: Duration,
+        rules: Rules,
+        hint: Hint,
         now: Instant,
     ) -> bool {
-        if self.pending.contains_key(&path) {
-            return false;
+        let closed = (hint == Hint::Closed).then_some(now);
+        let Some(p) = self.pending.get_mut(&path) else {
+            self.pending.insert(
+                path.clone(),
+                Pending {
+                    inbox,
+                    rel,
+                    sig: None,
+                    next: None,
+                    rules,
+                    seen: now,
+                    since: now,
+                    cut: None,
+                    closed,
+                    closed_look: false,
+                },
+            );
+            self.rearm(&path, now);
+            return true;
+        };
+        let look_now = match hint {
+            Hint::Found => false,
+            Hint::Closed => {
+                p.closed = closed;
+                true
+            }
+            Hint::Changed => p.cut.is_some() && p.next.is_some_and(|t| t > now + p.rules.settle),
+        };
+        // A look under way (`next` is `None`) is followed by one for the close when it comes
+        // back (see `looked`): never two looks at one file at once.
+        if look_now && p.next.is_some() {
+            self.rearm(&path, now);
         }
-        self.pending.insert(
-            path.clone(),
-            Pending {
-                inbox,
-                rel,
-                sig: None,
-                next: None,
-                settle,
-                seen: now,
-            },
-        );
-        self.rearm(&path, now);
-        true
+        false
     }
 
     /// Files in view per inbox (seen and not gone from the inbox yet: in daemon mode that
@@ -174,10 +286,12 @@ impl Settler {
                 continue;
             };
             p.next = None;
+            p.closed_look = p.closed.is_some();
             out.push(Due {
                 inbox: p.inbox,
                 rel: p.rel.clone(),
                 unchanged_from: p.sig,
+                closed: p.closed_look,
                 path,
             });
         }
@@ -195,8 +309,9 @@ impl Settler {
         let Some(p) = self.pending.get_mut(path) else {
             return Decision::Wait;
         };
-        let window = now + p.settle;
-        let sig = match look {
+        let window = now + p.rules.settle;
+        let closed_look = std::mem::take(&mut p.closed_look);
+        let (sig, writing, checked) = match look {
             Look::Stalled => {
                 // Nothing known: look again a window later. The inbox's guard refuses at once
                 // while its share hangs, so this costs no thread.
@@ -222,42 +337,175 @@ impl Settler {
                     reason,
                 };
             }
-            Look::Regular { sig, writing } => {
-                if p.sig != Some(sig) {
-                    // New, or still being written: the window starts (again) from now.
-                    p.sig = Some(sig);
-                    self.rearm(path, window);
-                    return Decision::Wait;
-                }
-                if sig.size == 0 {
-                    // A placeholder: wait until it grows. Dropped from view; a later event or
-                    // rescan brings it back.
-                    self.pending.remove(path);
-                    return Decision::Wait;
-                }
-                match busy {
-                    None => {}
-                    // Being uploaded (or this version's predecessor is): look again later.
-                    Some(Busy::InFlight) => {
-                        self.rearm(path, window);
-                        return Decision::Wait;
-                    }
-                    // Deferred or its inbox paused: offer it again when that time comes.
-                    Some(Busy::Until(t)) => {
-                        self.rearm(path, t.max(window));
-                        return Decision::Wait;
-                    }
-                }
-                if writing == Some(true) {
-                    // Quiet for the whole window, but a writer (a Samba client, a scanner's
-                    // driver) still holds it open for writing: it may only be pausing.
-                    self.rearm(path, window);
-                    return Decision::Wait;
-                }
-                sig
+            Look::Regular {
+                sig,
+                writing,
+                checked,
+            } => (sig, writing, checked),
+        };
+        if p.sig.is_some_and(|s| (s.dev, s.ino) != (sig.dev, sig.ino)) {
+            // Another file has taken the path: its own clock.
+            p.since = now;
+            p.cut = None;
+        }
+        let changed = p.sig != Some(sig);
+        p.sig = Some(sig);
+        if changed {
+            // Written to since the last look: a cut file is being finished, so the next
+            // check comes a window after its last write, not after a long wait.
+            p.cut = p.cut.map(|_| Duration::ZERO);
+        }
+        if sig.size == 0 {
+            if changed {
+                self.rearm(path, window);
+            } else {
+                // A placeholder: wait until it grows. Dropped from view; a later event or
+                // rescan brings it back.
+                self.pending.remove(path);
             }
+            return Decision::Wait;
+        }
+        match busy {
+            None => {}
+            // Being uploaded (or this version's predecessor is): look again later. A close
+            // meanwhile is the upload's business (it sees the file change under it).
+            Some(Busy::InFlight) => {
+                p.closed = None;
+                self.rearm(path, window);
+                return Decision::Wait;
+            }
+            // Deferred or its inbox paused: offer it again when that time comes.
+            Some(Busy::Until(t)) => {
+                p.closed = None;
+                self.rearm(path, t.max(window));
+                return Decision::Wait;
+            }
+        }
+        if let Some(closed) = p.closed {
+            if !closed_look {
+                // Closed while an ordinary look was under way: the look for the close now.
+                self.rearm(path, now);
+                return Decision::Wait;
+            }
+            match (writing, &checked) {
+                // The fast path. Its writer has closed it, nobody has it open for writing,
+                // the look saw the same size and time before and after the check, and its
+                // format says it is whole: no reason to wait any longer.
+                (Some(false), Checked::Found(Whole::Yes(_))) => {
+                    p.closed = None;
+                    return self.ready(path, window);
+                }
+                // Closed and free, but nothing in it says it is whole: a short pause after the
+                // close (some writers close and open again), then a second look that must see
+                // it unchanged.
+                (Some(false), Checked::Found(Whole::Unknown) | Checked::Off) => {
+                    let after = closed + CLOSE_PAUSE;
+                    if changed || now < after {
+                        self.rearm(path, after.max(now));
+                        return Decision::Wait;
+                    }
+                    p.closed = None;
+                    return self.ready(path, window);
+                }
+                // Cut: handled as ever, below.
+                (Some(false), Checked::Found(Whole::No(..))) => p.closed = None,
+                // Open for writing again, lease unknowable (no CAP_LEASE, a file system
+                // without leases), or unreadable: the settle window decides, as for any file.
+                _ => {
+                    p.closed = None;
+                    self.rearm(path, window);
+                    return Decision::Wait;
+                }
+            }
+        } else if changed {
+            // New, or still being written: the window starts (again) from now.
+            self.rearm(path, window);
+            return Decision::Wait;
+        }
+        if writing == Some(true) {
+            // Quiet for the whole window, but a writer (a Samba client, a scanner's
+            // driver) still holds it open for writing: it may only be pausing.
+            self.rearm(path, window);
+            return Decision::Wait;
+        }
+        match checked {
+            Checked::Found(Whole::Yes(_) | Whole::Unknown) | Checked::Off | Checked::Unopenable => {
+                p.cut = None;
+                self.ready(path, window)
+            }
+            Checked::NotAsked => {
+                // Busy when the look was made and free now: the look that checks, at once.
+                self.rearm(path, now);
+                Decision::Wait
+            }
+            Checked::Failed => {
+                // A read error is no verdict on the file: look again a window later.
+                self.rearm(path, window);
+                Decision::Wait
+            }
+            Checked::Found(Whole::No(format, what)) => {
+                if !self.keep_in_view {
+                    let Some(p) = self.pending.remove(path) else {
+                        return Decision::Wait;
+                    };
+                    return Decision::LeftCut {
+                        inbox: p.inbox,
+                        rel: p.rel,
+                        what: format!("incomplete {}: {what}", format.name()),
+                    };
+                }
+                let waited = now.saturating_duration_since(p.since);
+                let deadline = p.since + p.rules.incomplete_after;
+                if waited >= p.rules.incomplete_after {
+                    // Cut for all of incomplete_after: its writer is not coming back. Never
+                    // uploaded half; it goes to failed/ with what was missing.
+                    let Some(p) = self.pending.remove(path) else {
+                        return Decision::Wait;
+                    };
+                    let waited = Duration::from_secs(waited.as_secs());
+                    return Decision::Incomplete {
+                        inbox: p.inbox,
+                        rel: p.rel,
+                        sig,
+                        reason: format!(
+                            "incomplete {}: {what}; waited {}",
+                            format.name(),
+                            humantime::format_duration(waited)
+                        ),
+                    };
+                }
+                // Cut: a scanner between pages, a copy that stalled. Look again after a wait
+                // that doubles while nothing changes (see RECHECK_MAX), and at the deadline
+                // at the latest, so that it goes to failed/ on time.
+                let first = p.cut.is_none();
+                let wait = p
+                    .cut
+                    .map_or(p.rules.settle, |w| w * 2)
+                    .clamp(p.rules.settle, RECHECK_MAX.max(p.rules.settle));
+                p.cut = Some(wait);
+                let (inbox, rel) = (p.inbox, p.rel.clone());
+                self.rearm(path, (now + wait).min(deadline));
+                if first {
+                    return Decision::Cut {
+                        inbox,
+                        rel,
+                        what: format!("incomplete {}: {what}", format.name()),
+                    };
+                }
+                Decision::Wait
+            }
+        }
+    }
+
+    /// Decided complete: hand it on.
+    fn ready(&mut self, path: &Path, window: Instant) -> Decision {
+        let Some(p) = self.pending.get(path) else {
+            return Decision::Wait;
         };
         let (inbox, rel) = (p.inbox, p.rel.clone());
+        let Some(sig) = p.sig else {
+            return Decision::Wait;
+        };
         if self.keep_in_view {
             // Stays in view while in flight; once it has moved to done/, the next look finds
             // it gone and forgets it.
@@ -303,16 +551,22 @@ mod tests {
         }
     }
 
+    const RULES: Rules = Rules {
+        settle: W,
+        incomplete_after: Duration::from_secs(3600),
+    };
+
     fn regular(size: u64, mtime_ns: i128) -> Look {
         Look::Regular {
             sig: sig(size, mtime_ns),
             writing: None,
+            checked: Checked::Found(Whole::Unknown),
         }
     }
 
     fn settler_with(path: &str, now: Instant) -> Settler {
         let mut s = Settler::new(true);
-        assert!(s.candidate(path.into(), 0, "a.pdf".into(), W, now));
+        assert!(s.candidate(path.into(), 0, "a.pdf".into(), RULES, Hint::Found, now));
         assert_eq!(s.take_due(now, 10).len(), 1);
         s
     }
@@ -352,6 +606,7 @@ mod tests {
         let open = Look::Regular {
             sig: sig(20, 2),
             writing: Some(true),
+            checked: Checked::NotAsked,
         };
         assert_eq!(s.looked(p, open, None, t + W + W), Decision::Wait);
         assert_eq!(s.next_due(), Some(t + W * 3));
@@ -392,7 +647,7 @@ mod tests {
         let t = Instant::now();
         let p = Path::new("/in/a.pdf");
         let mut s = Settler::new(false);
-        s.candidate(p.into(), 0, "a.pdf".into(), W, t);
+        s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Found, t);
         s.take_due(t, 10);
         s.looked(p, regular(10, 1), None, t);
         s.take_due(t + W, 10);
@@ -403,7 +658,7 @@ mod tests {
         assert!(s.is_empty());
 
         let l = Path::new("/in/link");
-        s.candidate(l.into(), 0, "link".into(), W, t);
+        s.candidate(l.into(), 0, "link".into(), RULES, Hint::Found, t);
         s.take_due(t, 10);
         let look = Look::NotRegular {
             sig: sig(0, 0),
@@ -417,16 +672,329 @@ mod tests {
     }
 
     #[test]
+    fn once_mode_leaves_a_cut_file_for_the_next_run() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        let mut s = Settler::new(false);
+        s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Found, t);
+        s.take_due(t, 10);
+        s.looked(p, regular(10, 1), None, t);
+        s.take_due(t + W, 10);
+        assert_eq!(
+            s.looked(p, cut(10), None, t + W),
+            Decision::LeftCut {
+                inbox: 0,
+                rel: "a.pdf".into(),
+                what: "incomplete PDF: no %%EOF in the last 1 KiB of the PDF".into()
+            }
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
     fn take_due_respects_the_limit_and_known_files_are_not_taken_twice() {
         let t = Instant::now();
         let mut s = Settler::new(true);
         for i in 0..5 {
-            assert!(s.candidate(format!("/in/{i}").into(), 0, format!("{i}").into(), W, t));
+            assert!(s.candidate(
+                format!("/in/{i}").into(),
+                0,
+                format!("{i}").into(),
+                RULES,
+                Hint::Found,
+                t
+            ));
         }
-        assert!(!s.candidate("/in/0".into(), 0, "0".into(), W, t));
+        assert!(!s.candidate("/in/0".into(), 0, "0".into(), RULES, Hint::Found, t));
         assert_eq!(s.take_due(t, 3).len(), 3);
         assert_eq!(s.take_due(t, 3).len(), 2);
         assert!(s.take_due(t, 3).is_empty(), "under way: not due again");
         assert_eq!(s.next_due(), None);
+    }
+
+    use crate::settle::format::Format;
+
+    fn checked(size: u64, mtime_ns: i128, writing: Option<bool>, checked: Checked) -> Look {
+        Look::Regular {
+            sig: sig(size, mtime_ns),
+            writing,
+            checked,
+        }
+    }
+
+    fn cut(size: u64) -> Look {
+        checked(
+            size,
+            1,
+            Some(false),
+            Checked::Found(Whole::No(
+                Format::Pdf,
+                "no %%EOF in the last 1 KiB of the PDF".into(),
+            )),
+        )
+    }
+
+    fn whole(size: u64, mtime_ns: i128) -> Look {
+        checked(
+            size,
+            mtime_ns,
+            Some(false),
+            Checked::Found(Whole::Yes(Format::Pdf)),
+        )
+    }
+
+    /// Takes the one look due at `at` (asserting it is due then and not before).
+    fn look_due(s: &mut Settler, at: Instant) -> Due {
+        assert_eq!(s.next_due(), Some(at));
+        let mut due = s.take_due(at, 10);
+        assert_eq!(due.len(), 1);
+        due.remove(0)
+    }
+
+    #[test]
+    fn a_cut_file_is_looked_at_less_and_less_often_and_fails_after_incomplete_after() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        let mut s = settler_with("/in/a.pdf", t);
+        assert_eq!(s.looked(p, regular(10, 1), None, t), Decision::Wait);
+        let mut at = t + W;
+        let mut waits = Vec::new();
+        loop {
+            look_due(&mut s, at);
+            match s.looked(p, cut(10), None, at) {
+                Decision::Wait => assert!(!waits.is_empty(), "the first cut look says so"),
+                Decision::Cut { what, .. } => {
+                    assert!(waits.is_empty(), "said once");
+                    assert_eq!(
+                        what,
+                        "incomplete PDF: no %%EOF in the last 1 KiB of the PDF"
+                    );
+                }
+                Decision::Incomplete {
+                    reason, sig: got, ..
+                } => {
+                    assert_eq!(at, t + RULES.incomplete_after, "fails at the deadline");
+                    assert_eq!(got, sig(10, 1));
+                    assert_eq!(
+                        reason,
+                        "incomplete PDF: no %%EOF in the last 1 KiB of the PDF; waited 1h"
+                    );
+                    break;
+                }
+                d => panic!("{d:?}"),
+            }
+            let next = s.next_due().expect("a next look");
+            waits.push(next - at);
+            at = next;
+        }
+        assert!(s.is_empty());
+        // Doubling from the window to RECHECK_MAX: 2, 4, 8, 16, 30, 30, …; the last one is
+        // cut short by the deadline.
+        let secs = |n| Duration::from_secs(n);
+        assert_eq!(
+            waits[..6],
+            [
+                secs(2),
+                secs(4),
+                secs(8),
+                secs(16),
+                RECHECK_MAX,
+                RECHECK_MAX
+            ]
+        );
+        assert!(waits.iter().all(|w| *w <= RECHECK_MAX));
+        assert!(waits.len() < 130, "{} looks in an hour", waits.len());
+    }
+
+    #[test]
+    fn a_cut_file_that_is_finished_goes_and_a_write_ends_its_wait() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        let mut s = settler_with("/in/a.pdf", t);
+        s.looked(p, regular(10, 1), None, t);
+        let mut at = t + W;
+        for i in 0..4 {
+            look_due(&mut s, at);
+            let d = s.looked(p, cut(10), None, at);
+            assert_eq!(matches!(d, Decision::Cut { .. }), i == 0, "{d:?}");
+            assert!(matches!(d, Decision::Cut { .. } | Decision::Wait));
+            at = s.next_due().unwrap();
+        }
+        assert_eq!(at - (t + W * 8), Duration::from_secs(16), "waiting 16 s");
+        // A kernel event says it changed: looked at now, not in 16 s.
+        let now = t + W * 9;
+        assert!(!s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Changed, now));
+        look_due(&mut s, now);
+        // It changed: a window from the change, then the check, which finds it whole.
+        assert_eq!(s.looked(p, regular(20, 2), None, now), Decision::Wait);
+        look_due(&mut s, now + W);
+        assert!(matches!(
+            s.looked(p, whole(20, 2), None, now + W),
+            Decision::Ready { sig: got, .. } if got == sig(20, 2)
+        ));
+        // A sweep's candidate while a file waits is no news.
+        assert!(!s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Found, now + W));
+        assert_eq!(s.next_due(), Some(now + W + W));
+    }
+
+    #[test]
+    fn a_failed_check_is_no_verdict_and_another_file_starts_the_clock_again() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        let mut s = settler_with("/in/a.pdf", t);
+        s.looked(p, regular(10, 1), None, t);
+        look_due(&mut s, t + W);
+        let failed = checked(10, 1, Some(false), Checked::Failed);
+        assert_eq!(s.looked(p, failed, None, t + W), Decision::Wait);
+        look_due(&mut s, t + W * 2);
+        // Free now, but busy when the look was made: the look that checks, at once.
+        let unasked = checked(10, 1, None, Checked::NotAsked);
+        assert_eq!(s.looked(p, unasked, None, t + W * 2), Decision::Wait);
+        look_due(&mut s, t + W * 2);
+        assert!(matches!(
+            s.looked(p, cut(10), None, t + W * 2),
+            Decision::Cut { .. }
+        ));
+
+        // An hour later another file (another inode) has the path, cut too: its own hour.
+        let later = t + Duration::from_secs(3600);
+        s.retry_at(p, later);
+        look_due(&mut s, later);
+        let other = Look::Regular {
+            sig: Signature {
+                ino: 8,
+                ..sig(10, 1)
+            },
+            writing: None,
+            checked: Checked::NotAsked,
+        };
+        assert_eq!(s.looked(p, other, None, later), Decision::Wait);
+        look_due(&mut s, later + W);
+        let other_cut = match cut(10) {
+            Look::Regular {
+                checked, writing, ..
+            } => Look::Regular {
+                sig: Signature {
+                    ino: 8,
+                    ..sig(10, 1)
+                },
+                writing,
+                checked,
+            },
+            _ => unreachable!(),
+        };
+        assert!(
+            matches!(
+                s.looked(p, other_cut, None, later + W),
+                Decision::Cut { .. }
+            ),
+            "its own clock: not failed, and news again"
+        );
+
+        // With checks off, or unopenable, the window decides alone.
+        for c in [Checked::Off, Checked::Unopenable] {
+            let mut s = settler_with("/in/a.pdf", t);
+            s.looked(p, regular(10, 1), None, t);
+            look_due(&mut s, t + W);
+            assert!(matches!(
+                s.looked(p, checked(10, 1, None, c), None, t + W),
+                Decision::Ready { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_closed_whole_file_goes_at_once_and_one_of_no_known_format_after_a_pause() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        let mut s = Settler::new(true);
+        assert!(s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t));
+        assert!(
+            look_due(&mut s, t).closed,
+            "asks the lease and the format at once"
+        );
+        assert!(matches!(
+            s.looked(p, whole(10, 1), None, t),
+            Decision::Ready { .. }
+        ));
+        // Handed on: the next look is an ordinary one, a window later.
+        assert!(!look_due(&mut s, t + W).closed);
+
+        // No known format: a pause after the close, then a second look that sees it unchanged.
+        let q = Path::new("/in/a.bin");
+        let mut s = Settler::new(true);
+        s.candidate(q.into(), 0, "a.bin".into(), RULES, Hint::Changed, t);
+        look_due(&mut s, t);
+        assert_eq!(s.looked(q, regular(5, 1), None, t), Decision::Wait);
+        let closed_at = t + Duration::from_millis(40);
+        assert!(!s.candidate(q.into(), 0, "a.bin".into(), RULES, Hint::Closed, closed_at));
+        assert!(look_due(&mut s, closed_at).closed);
+        let free = |size, m| checked(size, m, Some(false), Checked::Found(Whole::Unknown));
+        assert_eq!(s.looked(q, free(9, 2), None, closed_at), Decision::Wait);
+        assert!(look_due(&mut s, closed_at + CLOSE_PAUSE).closed);
+        assert!(matches!(
+            s.looked(q, free(9, 2), None, closed_at + CLOSE_PAUSE),
+            Decision::Ready { .. }
+        ));
+
+        // Changed during the pause: another pause is no help; the settle window decides.
+        let mut s = Settler::new(true);
+        s.candidate(q.into(), 0, "a.bin".into(), RULES, Hint::Closed, t);
+        look_due(&mut s, t);
+        assert_eq!(s.looked(q, free(9, 2), None, t), Decision::Wait);
+        look_due(&mut s, t + CLOSE_PAUSE);
+        let reopened = checked(12, 3, Some(true), Checked::NotAsked);
+        assert_eq!(s.looked(q, reopened, None, t + CLOSE_PAUSE), Decision::Wait);
+        assert!(!look_due(&mut s, t + CLOSE_PAUSE + W).closed);
+    }
+
+    #[test]
+    fn a_close_counts_only_with_a_free_file_and_never_makes_two_looks_at_once() {
+        let t = Instant::now();
+        let p = Path::new("/in/a.pdf");
+        // The lease cannot tell (no CAP_LEASE): the settle window, even for a whole PDF.
+        let mut s = Settler::new(true);
+        s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t);
+        look_due(&mut s, t);
+        let unknowable = checked(10, 1, None, Checked::Found(Whole::Yes(Format::Pdf)));
+        assert_eq!(s.looked(p, unknowable.clone(), None, t), Decision::Wait);
+        assert!(!look_due(&mut s, t + W).closed);
+        assert!(matches!(
+            s.looked(p, unknowable, None, t + W),
+            Decision::Ready { .. }
+        ));
+
+        // Closed and cut: it waits like any cut file.
+        let mut s = Settler::new(true);
+        s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t);
+        look_due(&mut s, t);
+        assert!(matches!(
+            s.looked(p, cut(10), None, t),
+            Decision::Cut { .. }
+        ));
+        assert!(!look_due(&mut s, t + W).closed);
+
+        // A close while an ordinary look is under way: no second look meanwhile; the look
+        // for the close follows when the first comes back.
+        let mut s = settler_with("/in/a.pdf", t);
+        assert!(!s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t));
+        assert_eq!(s.next_due(), None, "a look is under way");
+        assert_eq!(s.looked(p, regular(10, 1), None, t), Decision::Wait);
+        assert!(look_due(&mut s, t).closed);
+        assert!(matches!(
+            s.looked(p, whole(10, 1), None, t),
+            Decision::Ready { .. }
+        ));
+
+        // A close of a file in flight is the upload's business.
+        let mut s = settler_with("/in/a.pdf", t);
+        s.looked(p, regular(10, 1), None, t);
+        s.candidate(p.into(), 0, "a.pdf".into(), RULES, Hint::Closed, t);
+        look_due(&mut s, t);
+        assert_eq!(
+            s.looked(p, whole(10, 1), Some(Busy::InFlight), t),
+            Decision::Wait
+        );
+        assert!(!look_due(&mut s, t + W).closed);
     }
 }

@@ -350,8 +350,11 @@ async fn process_inner(
     inbox: &InboxSettings,
 ) -> (Option<String>, u32, FileResult) {
     let failed = |reason: String| FileResult::Failed { reason };
-    if let Kind::NotRegular(why) = &file.kind {
-        return (None, 0, failed(format!("this is {why}")));
+    match &file.kind {
+        Kind::Regular => {}
+        Kind::NotRegular(why) => return (None, 0, failed(format!("this is {why}"))),
+        // Never read, let alone uploaded: settle's reason says what was missing.
+        Kind::Incomplete(why) => return (None, 0, failed(why.clone())),
     }
     // Keys are text: a name that is not UTF-8 cannot become one (checked before reading).
     let Some(rel) = file.rel.to_str().map(str::to_owned) else {

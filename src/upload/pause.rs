@@ -173,6 +173,7 @@ impl Pause {
                     inbox,
                     path,
                     now: true,
+                    hint: crate::settle::Hint::Found,
                 };
                 if tx.send(c).await.is_err() {
                     return; // settle is gone: shutting down

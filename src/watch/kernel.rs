@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{Raw, WatchError, WatchStage};
 use crate::config::{InboxSettings, WatchMode};
+use crate::settle::Hint;
 
 impl WatchStage {
     /// Inbox folders come and go with their shares. Before every full rescan: a missing one
@@ -163,6 +164,10 @@ pub(super) fn watch_inbox(
     })?;
     let tx = tx.clone();
     let flag = overflowed.clone();
+    // A close is news only where the kernel sees every writer: on a network file system a
+    // client on another machine closes without an event here, and its data may reach the
+    // server later than its close (write-back caches), so there the settle window rules.
+    let closes_count = closes_count(inbox);
     let handler = move |res: notify::Result<notify::Event>| {
         let raw = match res {
             Ok(ev) => {
@@ -170,7 +175,12 @@ pub(super) fn watch_inbox(
                 if !is_interesting(&ev.kind) && !rescan {
                     return;
                 }
-                Raw::Paths(idx, ev.paths, rescan)
+                let hint = if closes_count && is_close_write(&ev.kind) {
+                    Hint::Closed
+                } else {
+                    Hint::Changed
+                };
+                Raw::Paths(idx, ev.paths, hint, rescan)
             }
             Err(e) => Raw::Error(idx, e),
         };
@@ -195,6 +205,27 @@ pub(super) fn watch_inbox(
     let tree = crate::beneath::walk_tree(&inbox.name, &inbox.path, Path::new(""));
     watched.add_dirs(inbox, &tree.dirs)?;
     Ok(watched)
+}
+
+/// Its writer closed it (`IN_CLOSE_WRITE`).
+pub(super) fn is_close_write(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// Whether a close-write event in this inbox may take a file at once (see
+/// [`crate::settle::CLOSE_PAUSE`]): only on a file system known to be local.
+fn closes_count(inbox: &InboxSettings) -> bool {
+    let fs = fs_type(&inbox.path);
+    let local = is_local_fs(fs.as_deref());
+    if !local {
+        tracing::info!(inbox = %inbox.name, fs = fs.as_deref().unwrap_or("unknown"),
+            "not a local file system: a file closed by its writer still waits for its settle window");
+    }
+    local
 }
 
 pub(super) fn is_interesting(kind: &EventKind) -> bool {
@@ -235,6 +266,11 @@ pub(super) fn uses_events(inbox: &InboxSettings) -> bool {
             _ => true,
         },
     }
+}
+
+/// A file system known to be local: not a network one, and not one we could not name.
+pub(super) fn is_local_fs(fs: Option<&str>) -> bool {
+    fs.is_some_and(|t| !is_network_fs(t))
 }
 
 pub(super) fn is_network_fs(fs: &str) -> bool {
@@ -296,5 +332,9 @@ mod tests {
             Some("ext4")
         );
         assert!(is_network_fs("nfs4") && is_network_fs("fuse.sshfs") && !is_network_fs("ext4"));
+        // Closes count only where the kernel sees every writer.
+        assert!(is_local_fs(Some("ext4")) && is_local_fs(Some("tmpfs")));
+        assert!(!is_local_fs(Some("cifs")) && !is_local_fs(Some("fuse.sshfs")));
+        assert!(!is_local_fs(None), "unknown: not counted as local");
     }
 }

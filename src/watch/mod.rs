@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{InboxSettings, WatchSettings};
 use crate::run::Mode;
+use crate::settle::Hint;
 use crate::stall::FsGuard;
 
 mod kernel;
@@ -31,6 +32,8 @@ pub struct Candidate {
     /// Look at it now, even if settle already has it in view with a later time: what it
     /// waited for is over (its paused inbox works again).
     pub now: bool,
+    /// What brought it: a sweep, a kernel event, or its writer closing it.
+    pub hint: Hint,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +52,10 @@ pub enum WatchError {
     },
 }
 
-/// One raw notification from a watcher thread, tagged with its inbox.
+/// One raw notification from a watcher thread, tagged with its inbox: paths, what the event
+/// says about them, and whether the kernel asks for a rescan.
 enum Raw {
-    Paths(usize, Vec<PathBuf>, bool),
+    Paths(usize, Vec<PathBuf>, Hint, bool),
     Error(usize, notify::Error),
 }
 
@@ -231,12 +235,12 @@ impl WatchStage {
                     "file watching degraded; files are still found by the periodic rescan");
                 true
             }
-            Raw::Paths(idx, _, true) => {
+            Raw::Paths(idx, _, _, true) => {
                 tracing::warn!(inbox = %self.inboxes[idx].name, "kernel event queue overflowed; rescanning");
                 self.sweep(idx, &self.inboxes[idx].path, output, watchers)
                     .await
             }
-            Raw::Paths(idx, paths, false) => {
+            Raw::Paths(idx, paths, hint, false) => {
                 for path in paths {
                     // A new folder's own files raise no events if they were written before its
                     // watch was added (or it was moved in whole): walk it.
@@ -264,6 +268,7 @@ impl WatchStage {
                                 inbox: idx,
                                 path,
                                 now: false,
+                                hint,
                             })
                             .await
                             .is_ok()
@@ -335,6 +340,7 @@ impl WatchStage {
                 inbox: idx,
                 path,
                 now: false,
+                hint: Hint::Found,
             };
             if output.send(c).await.is_err() {
                 return false;

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod formats;
 pub mod garage;
 pub mod http;
 pub mod inproc;
