@@ -33,7 +33,8 @@ enum Command {
     /// Validate the configuration, check every folder and probe each inbox's bucket; exit 0 if
     /// all is well.
     Check(CheckArgs),
-    /// Print every ledger record as one JSON object per line (the daemon must be stopped).
+    /// Print every ledger record as one JSON object per line. Asks the running daemon;
+    /// without one, reads the ledger (never writing it).
     Ledger(Common),
     /// Show what the running daemon is doing: per inbox the files waiting and the oldest
     /// one, S3, recent failures. Without a running daemon, what the folders hold.
@@ -755,19 +756,63 @@ fn current_user_name() -> String {
     format!("uid {uid}")
 }
 
+/// `inboxd ledger`: asks the running daemon (it holds the ledger); without one, reads a
+/// private copy of the ledger, so that nothing in state_dir is written (see
+/// [`inboxd::ledger::LedgerCopy`]).
 fn ledger(settings: &Settings) -> ExitCode {
-    let ledger = match inboxd::ledger::Ledger::open(&settings.state_dir) {
-        Ok(l) => l,
+    use inboxd::ledger::{CopyError, LedgerCopy};
+    use inboxd::operator::{Asked, fetch_ledger};
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let asked = match settings.http_listen {
+        Some(addr) => match fetch_ledger(addr, &mut out) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(Asked::BrokeOff(why)) => {
+                eprintln!("inboxd: {why}");
+                return ExitCode::from(REFUSED);
+            }
+            Err(Asked::NoAnswer(why)) => why,
+        },
+        None => "[http] listen is \"off\"".to_owned(),
+    };
+    let copy = match LedgerCopy::open(&settings.state_dir) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!(
+                "inboxd: no ledger in {} yet: nothing has been recorded",
+                settings.state_dir.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(CopyError::InUse(dir)) => {
+            eprintln!(
+                "inboxd: a running inboxd holds the ledger in {}, and it cannot be asked: {asked}. \
+                 Ask it through its operations listener ([http] listen), or stop it first",
+                dir.display()
+            );
+            return ExitCode::from(REFUSED);
+        }
         Err(e) => {
             eprintln!("inboxd: {e}");
             return ExitCode::from(REFUSED);
         }
     };
-    for rec in ledger.records() {
-        match rec.and_then(|r| serde_json::to_string(&r).map_err(Into::into)) {
-            Ok(line) => println!("{line}"),
+    for rec in copy.records() {
+        let line = rec.and_then(|r| serde_json::to_string(&r).map_err(Into::into));
+        let written = match line {
+            Ok(line) => writeln!(out, "{line}"),
             Err(e) => {
                 eprintln!("inboxd: {e}");
+                return ExitCode::from(REFUSED);
+            }
+        };
+        match written {
+            Ok(()) => {}
+            // The reader went away (`inboxd ledger | head`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => {
+                eprintln!("inboxd: cannot write: {e}");
                 return ExitCode::from(REFUSED);
             }
         }

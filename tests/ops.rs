@@ -386,6 +386,109 @@ async fn retry_sends_failed_files_through_again_with_and_without_the_daemon() {
     );
 }
 
+/// Every file below `dir`: its path, bytes and modification time (to prove nothing changed).
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            let bytes = if meta.is_file() {
+                std::fs::read(&path).expect("read")
+            } else {
+                Vec::new()
+            };
+            files.push((path, bytes, meta.modified().expect("mtime")));
+        }
+    }
+    files.sort();
+    files
+}
+
+fn ledger_lines(out: &support::CliOutput) -> Vec<serde_json::Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_asks_the_running_daemon_and_reads_without_writing_when_none_runs() {
+    use sha2::Digest as _;
+    let s3 = TestS3::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = toml_str(&format!("127.0.0.1:{port}"));
+    let mut daemon = Daemon::new(&s3, Setup::new().set("http", "listen", &listen));
+    let inbox = daemon.inbox().clone();
+    let config = daemon.config.to_string_lossy().into_owned();
+    let state = daemon.state_dir();
+
+    // Nothing recorded yet: nothing printed, and no ledger (not even its folder) created.
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout, "", "{out}");
+    assert!(out.stderr.contains("no ledger"), "{out}");
+    assert!(!state.exists(), "inboxd ledger created {}", state.display());
+
+    // While the daemon runs (it holds sled's lock): through the daemon.
+    let a = content(41, 30_000);
+    started(&mut daemon).await;
+    inbox.drop("a.pdf", &a);
+    wait_until(TIMEOUT, "a.pdf is in done/", || inbox.is_done("a.pdf")).await;
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let running = ledger_lines(&out);
+    let rec = running
+        .iter()
+        .find(|r| r["rel_path"] == "a.pdf")
+        .unwrap_or_else(|| panic!("no record of a.pdf: {out}"));
+    assert_eq!(
+        rec["sha256"],
+        hex::encode(sha2::Sha256::digest(&a)),
+        "{rec}"
+    );
+    assert_eq!(rec["key"], inbox.key("a.pdf").as_str(), "{rec}");
+    daemon.stop().await;
+
+    // Without a daemon: the same records, and state_dir exactly as it was, byte for byte.
+    let before = snapshot(&state);
+    assert!(!before.is_empty());
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let stopped = ledger_lines(&out);
+    assert_eq!(stopped.len(), running.len(), "{out}");
+    let stopped_rec = stopped
+        .iter()
+        .find(|r| r["rel_path"] == "a.pdf")
+        .unwrap_or_else(|| panic!("no record of a.pdf: {out}"));
+    assert_eq!(stopped_rec["state"], "finished", "{out}");
+    assert_eq!(stopped_rec["sha256"], rec["sha256"]);
+    assert_eq!(snapshot(&state), before, "inboxd ledger changed state_dir");
+
+    // A running daemon that cannot be asked (listener off): a clear refusal, not a hang.
+    daemon.write_config(&daemon.config_text().replace(&listen, "\"off\""));
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("a running inboxd holds the ledger"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("[http] listen"), "{out}");
+    daemon.stop().await;
+}
+
 /// Messages the daemon sends to systemd's notify socket, with when they came.
 fn notify_socket(path: &Path) -> Arc<Mutex<Vec<(std::time::Instant, String)>>> {
     let sock = std::os::unix::net::UnixDatagram::bind(path).expect("bind notify socket");

@@ -758,7 +758,7 @@ impl Daemon {
             .await
     }
 
-    /// `inboxd ledger --config FILE`, one JSON value per record (the daemon must be stopped).
+    /// `inboxd ledger --config FILE`, one JSON value per record (through the daemon when it runs).
     pub async fn ledger(&self) -> Vec<serde_json::Value> {
         let out = self
             .cli(&["ledger", "--config", &self.config_arg()], &[])
