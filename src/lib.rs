@@ -49,6 +49,7 @@ pub mod operator;
 pub mod ops;
 pub mod pipeline;
 pub mod preflight;
+pub mod progress;
 pub mod run;
 pub mod settle;
 pub mod shutdown;

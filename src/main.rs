@@ -234,6 +234,9 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
     let stop = tokio_util::sync::CancellationToken::new();
     let hup = Arc::new(tokio::sync::Notify::new());
     let stats = Arc::new(Stats::default());
+    // On a terminal, `once` shows a bar; elsewhere the log lines are all there is.
+    let progress = (mode == Mode::Once && inboxd::progress::wanted())
+        .then(|| inboxd::progress::Progress::start(&settings.inboxes, stats.clone()));
     let end = match inboxd::shutdown::listen(stop.clone(), hup.clone()) {
         Err(e) => End {
             code: REFUSED,
@@ -259,6 +262,9 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
             },
         },
     };
+    if let Some(p) = progress {
+        p.finish();
+    }
     log_end(&end, &stats);
     inboxd::telemetry::finish();
     ExitCode::from(end.code)
