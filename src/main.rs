@@ -59,6 +59,13 @@ enum Command {
     /// The folder checks of `check --user`, run by `check` itself as that user; prints JSON.
     #[command(name = "check-folders", hide = true)]
     CheckFolders(Common),
+    /// Writes the shell completions and man pages for this command line into DIR
+    /// (`completions/`, `man/`); the packaging/ copies are made with it (see README).
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets {
+        /// Where to write them (packaging/ for the committed copies).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -101,6 +108,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::GenerateAssets { dir } = &cli.command {
+        return match generate_assets(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("inboxd: cannot write into {}: {e}", dir.display());
+                ExitCode::from(REFUSED)
+            }
+        };
+    }
     let c = match &cli.command {
         Command::Run(c)
         | Command::Once(c)
@@ -109,6 +125,7 @@ fn main() -> ExitCode {
         | Command::Status { common: c, .. }
         | Command::Retry { common: c, .. }
         | Command::Check(CheckArgs { common: c, .. }) => c,
+        Command::GenerateAssets { .. } => return ExitCode::SUCCESS, // handled above
     };
     let settings = match Settings::load(&c.config) {
         Ok(s) => s,
@@ -125,7 +142,24 @@ fn main() -> ExitCode {
         Command::Once(_) => daemon(settings, Mode::Once),
         Command::Status { json, .. } => status(&settings, json),
         Command::Retry { inbox, files, .. } => retry(&settings, inbox.as_deref(), &files),
+        Command::GenerateAssets { .. } => ExitCode::SUCCESS, // handled above
     }
+}
+
+/// Shell completions (bash, zsh, fish) into `dir/completions/` and one man page per visible
+/// command into `dir/man/`, all from the clap definition above, so they cannot drift from it
+/// (tests/cli.rs compares the committed copies in packaging/ with a fresh run).
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let completions = dir.join("completions");
+    let man = dir.join("man");
+    std::fs::create_dir_all(&completions)?;
+    std::fs::create_dir_all(&man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "inboxd", &completions)?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)
 }
 
 fn status(settings: &Settings, json: bool) -> ExitCode {

@@ -750,3 +750,59 @@ async fn once_draws_a_progress_bar_on_a_terminal_and_only_log_lines_elsewhere() 
         assert_object(&s3, &inbox.key(rel), bytes).await;
     }
 }
+
+/// Every file below `dir`, relative to it, with its bytes.
+fn files_below(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("below").to_path_buf();
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_committed_completions_and_man_pages_match_the_command_line() {
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inboxd"))
+        .arg("generate-assets")
+        .arg(fresh.path())
+        .env_clear()
+        .output()
+        .expect("run inboxd generate-assets");
+    assert!(out.status.success(), "{out:?}");
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let regenerate = "regenerate them: cargo run -- generate-assets packaging";
+    for sub in ["completions", "man"] {
+        let want = files_below(&fresh.path().join(sub));
+        let have = files_below(&packaging.join(sub));
+        assert!(want.len() >= 3, "{sub}: only {:?}", want.keys());
+        assert_eq!(
+            have.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "packaging/{sub} holds other files than the command line makes; {regenerate}"
+        );
+        for (rel, bytes) in &want {
+            assert!(
+                have[rel] == *bytes,
+                "packaging/{sub}/{} is stale; {regenerate}",
+                rel.display()
+            );
+        }
+    }
+    // Hidden commands stay out of the man pages.
+    let man = files_below(&fresh.path().join("man"));
+    assert!(
+        man.keys()
+            .all(|p| !p.to_string_lossy().contains("check-folders"))
+    );
+    assert!(man.contains_key(std::path::Path::new("inboxd-ledger.1")));
+}
