@@ -6,9 +6,10 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use support::http::{get, listener_url};
+use support::notify::notify_socket;
 use support::s3::TestS3;
 use support::{Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, content, toml_str, wait_until};
 
@@ -23,10 +24,16 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 async fn started(daemon: &mut Daemon) -> String {
     daemon.start();
     let mut url = None;
-    wait_until(TIMEOUT, "the operations listener is up", || {
-        url = listener_url(&daemon.stdout());
-        url.is_some()
-    })
+    // The listener answers during the startup recovery already: wait for the pipeline too.
+    wait_until(
+        TIMEOUT,
+        "the operations listener and the pipeline are up",
+        || {
+            let out = daemon.stdout();
+            url = listener_url(&out);
+            url.is_some() && out.contains("inboxd started")
+        },
+    )
     .await;
     url.unwrap_or_default()
 }
@@ -489,21 +496,6 @@ async fn ledger_asks_the_running_daemon_and_reads_without_writing_when_none_runs
     daemon.stop().await;
 }
 
-/// Messages the daemon sends to systemd's notify socket, with when they came.
-fn notify_socket(path: &Path) -> Arc<Mutex<Vec<(std::time::Instant, String)>>> {
-    let sock = std::os::unix::net::UnixDatagram::bind(path).expect("bind notify socket");
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = sock.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sink.lock().unwrap().push((std::time::Instant::now(), text));
-        }
-    });
-    got
-}
-
 fn pings_since(got: &Mutex<Vec<(std::time::Instant, String)>>, t: std::time::Instant) -> usize {
     got.lock()
         .unwrap()
@@ -664,6 +656,13 @@ async fn an_outage_is_not_a_stuck_daemon_for_the_watchdog() {
     })
     .await;
     let base = base.unwrap_or_default();
+    wait_until(TIMEOUT, "READY=1", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("READY=1"))
+    })
+    .await;
     s3.go_down();
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("o{i}.pdf"), content(20 + i, 3000)))

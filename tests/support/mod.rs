@@ -7,6 +7,7 @@ pub mod backend;
 pub mod garage;
 pub mod http;
 pub mod inproc;
+pub mod notify;
 pub mod s3;
 
 use std::fmt::{self, Display};
