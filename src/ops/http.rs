@@ -78,7 +78,7 @@ fn is_read<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET || req.method() == Method::HEAD
 }
 
-/// Records sent per chunk of the answer, and chunks read ahead of a slow client.
+/// Bytes per chunk of the `/ledger` answer, and chunks read ahead of a slow client.
 const LEDGER_CHUNK: usize = 64 * 1024;
 const LEDGER_AHEAD: usize = 4;
 
@@ -187,4 +187,44 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         hyper::header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Record;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ledger_is_streamed_whole_in_many_chunks_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        for i in 0..2000 {
+            let mut r = Record::new("scans", &format!("f{i:05}.pdf"), Some("ab"), i, "bkt");
+            ledger.put(&mut r).unwrap();
+        }
+        let res = ledger_lines(ledger.clone());
+        assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+        let mut body = res.into_body();
+        let mut chunks = 0;
+        let mut text = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            if let Some(data) = frame.data_ref() {
+                chunks += 1;
+                text.extend_from_slice(data);
+            }
+        }
+        assert!(chunks > 2, "{chunks} chunks");
+        let got: Vec<String> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["rel_path"].to_string())
+            .collect();
+        let want: Vec<String> = ledger
+            .records()
+            .map(|r| format!("{:?}", r.unwrap().rel_path))
+            .collect();
+        assert_eq!(got.len(), 2000);
+        assert_eq!(got, want);
+    }
 }
