@@ -386,9 +386,12 @@ async fn check_as_the_service_user_names_each_folder_it_cannot_use() {
         assert!(left.is_empty(), "{} holds {left:?}", dir.display());
     }
 
-    // A ledger made by root (`inboxd ledger` run without sudo -u): the folder is the service
-    // user's, the database in it is not, and the service could not open it.
-    daemon.ledger().await;
+    // A ledger made by root (`inboxd once` run without sudo -u; `inboxd ledger` no longer
+    // makes one, it only reads): the folder is the service user's, the database in it is
+    // not, and the service could not open it.
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(state.join("ledger").exists(), "once made no ledger\n{out}");
     let out = daemon
         .cli(&["check", "--config", &config, "--user", "nobody"], &[])
         .await;
