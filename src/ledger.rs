@@ -167,28 +167,7 @@ impl Ledger {
             })?;
         // Refuse a ledger from a newer release rather than misread (and then overwrite) records
         // whose meaning changed; an older schema is read as it is and marked current.
-        let found = db.get("schema")?;
-        let found = found
-            .as_deref()
-            .map(|b| <[u8; 4]>::try_from(b).map(u32::from_be_bytes));
-        match found {
-            None | Some(Ok(RECORD_VERSION)) => {}
-            Some(Ok(v)) if v < RECORD_VERSION => {}
-            Some(Ok(v)) => {
-                return Err(LedgerError::Newer {
-                    dir: dir.to_path_buf(),
-                    found: v.to_string(),
-                    supported: RECORD_VERSION,
-                });
-            }
-            Some(Err(_)) => {
-                return Err(LedgerError::Newer {
-                    dir: dir.to_path_buf(),
-                    found: "unknown".to_owned(),
-                    supported: RECORD_VERSION,
-                });
-            }
-        }
+        check_schema(&db, dir)?;
         let files = db.open_tree("files")?;
         let abandoned = db.open_tree("abandoned")?;
         let capabilities = db.open_tree("capabilities")?;
@@ -339,11 +318,138 @@ impl Ledger {
 
     /// Every file record, in key order (for `inboxd ledger` and the startup clean-up).
     pub fn records(&self) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
-        self.files.iter().map(|r| {
-            let (_, v) = r?;
-            Ok(serde_json::from_slice(&v)?)
-        })
+        records_of(&self.files)
     }
+}
+
+fn records_of(files: &sled::Tree) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
+    files.iter().map(|r| {
+        let (_, v) = r?;
+        Ok(serde_json::from_slice(&v)?)
+    })
+}
+
+/// Checks the stored schema: a ledger of a newer release is refused (see [`Ledger::open`]).
+fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), LedgerError> {
+    let found = db.get("schema")?;
+    let found = found
+        .as_deref()
+        .map(|b| <[u8; 4]>::try_from(b).map(u32::from_be_bytes));
+    match found {
+        None => Ok(()),
+        Some(Ok(v)) if v <= RECORD_VERSION => Ok(()),
+        Some(Ok(v)) => Err(LedgerError::Newer {
+            dir: dir.to_path_buf(),
+            found: v.to_string(),
+            supported: RECORD_VERSION,
+        }),
+        Some(Err(_)) => Err(LedgerError::Newer {
+            dir: dir.to_path_buf(),
+            found: "unknown".to_owned(),
+            supported: RECORD_VERSION,
+        }),
+    }
+}
+
+/// The ledger of a stopped daemon, read without writing a byte in `state_dir`.
+///
+/// sled 0.34 has no read-only mode: opening a database creates `blobs/`, `conf` and `db`
+/// when they are missing, takes an exclusive `flock` on `db`, may write a new `snap.*`
+/// snapshot and rewrite the end of the log during recovery, and flushes again when dropped.
+/// So this copies the ledger folder into a private temporary folder (in `$TMPDIR`, removed
+/// again on drop) and opens the copy. While copying it holds a shared `flock` on `db`: a
+/// daemon holds the exclusive one for as long as it runs, so the copy is never taken from a
+/// ledger being written, and a daemon starting during the copy finds the ledger in use
+/// (and, under systemd, is started again five seconds later).
+pub struct LedgerCopy {
+    files: sled::Tree,
+    _db: sled::Db,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A daemon holds the ledger.
+    #[error("the ledger in {0} is in use by a running inboxd")]
+    InUse(PathBuf),
+    #[error("cannot read the ledger in {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl LedgerCopy {
+    /// `None` when `state_dir` holds no ledger yet (nothing is created then either).
+    pub fn open(state_dir: &Path) -> Result<Option<LedgerCopy>, CopyError> {
+        let src = state_dir.join("ledger");
+        let io = |source: std::io::Error| CopyError::Io {
+            dir: src.clone(),
+            source,
+        };
+        // Opened read-only: a missing `db` stays missing.
+        let db_file = match std::fs::File::open(src.join("db")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        match rustix::fs::flock(&db_file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(CopyError::InUse(src)),
+            Err(e) => return Err(io(e.into())),
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("inboxd-ledger-")
+            .tempdir()
+            .map_err(|e| CopyError::Io {
+                dir: std::env::temp_dir(),
+                source: e,
+            })?;
+        let copy = tmp.path().join("ledger");
+        copy_tree(&src, &copy).map_err(io)?;
+        // The copy is complete: the daemon may have the ledger again.
+        drop(db_file);
+        let db = sled::Config::new()
+            .path(&copy)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(|source| LedgerError::Open {
+                dir: state_dir.to_path_buf(),
+                source,
+            })?;
+        check_schema(&db, state_dir)?;
+        let files = db.open_tree("files").map_err(LedgerError::Io)?;
+        Ok(Some(LedgerCopy {
+            files,
+            _db: db,
+            _dir: tmp,
+        }))
+    }
+
+    /// Every file record, in key order (the same as [`Ledger::records`]).
+    pub fn records(&self) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
+        records_of(&self.files)
+    }
+}
+
+/// Copies the folders and regular files below `from` to `to` (sled keeps nothing else there).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let Ok(rel) = entry.path().strip_prefix(from) else {
+            continue;
+        };
+        let target = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if entry.file_type().is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the admin can do about a ledger that does not open.

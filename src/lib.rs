@@ -38,7 +38,10 @@
 //! validates the TOML file; [`shutdown`] turns signals into cancellation and reload requests;
 //! [`telemetry`] sets up logging (and escapes names for it); [`mounts`] tells whether moving to
 //! done/ or failed/ can be a rename; [`preflight`] is the local half of `inboxd check` (can the
-//! service user use every folder).
+//! service user use every folder); [`progress`] draws `inboxd once`'s progress bar on a
+//! terminal. [`ops`] serves what the daemon does (metrics, health, status, the ledger) on the
+//! operations listener, and [`operator`] holds the commands that ask it (`status`, `ledger`)
+//! or work beside it (`retry`).
 
 pub mod batch;
 pub mod beneath;
@@ -52,6 +55,7 @@ pub mod operator;
 pub mod ops;
 pub mod pipeline;
 pub mod preflight;
+pub mod progress;
 pub mod run;
 pub mod settle;
 pub mod shutdown;

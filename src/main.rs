@@ -33,7 +33,8 @@ enum Command {
     /// Validate the configuration, check every folder and probe each inbox's bucket; exit 0 if
     /// all is well.
     Check(CheckArgs),
-    /// Print every ledger record as one JSON object per line (the daemon must be stopped).
+    /// Print every ledger record as one JSON object per line. Asks the running daemon;
+    /// without one, reads the ledger (never writing it).
     Ledger(Common),
     /// Show what the running daemon is doing: per inbox the files waiting and the oldest
     /// one, S3, recent failures. Without a running daemon, what the folders hold.
@@ -58,6 +59,13 @@ enum Command {
     /// The folder checks of `check --user`, run by `check` itself as that user; prints JSON.
     #[command(name = "check-folders", hide = true)]
     CheckFolders(Common),
+    /// Writes the shell completions and man pages for this command line into DIR
+    /// (`completions/`, `man/`); the packaging/ copies are made with it (see README).
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets {
+        /// Where to write them (packaging/ for the committed copies).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -100,6 +108,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::GenerateAssets { dir } = &cli.command {
+        return match generate_assets(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("inboxd: cannot write into {}: {e}", dir.display());
+                ExitCode::from(REFUSED)
+            }
+        };
+    }
     let c = match &cli.command {
         Command::Run(c)
         | Command::Once(c)
@@ -108,6 +125,7 @@ fn main() -> ExitCode {
         | Command::Status { common: c, .. }
         | Command::Retry { common: c, .. }
         | Command::Check(CheckArgs { common: c, .. }) => c,
+        Command::GenerateAssets { .. } => return ExitCode::SUCCESS, // handled above
     };
     let settings = match Settings::load(&c.config) {
         Ok(s) => s,
@@ -124,7 +142,24 @@ fn main() -> ExitCode {
         Command::Once(_) => daemon(settings, Mode::Once),
         Command::Status { json, .. } => status(&settings, json),
         Command::Retry { inbox, files, .. } => retry(&settings, inbox.as_deref(), &files),
+        Command::GenerateAssets { .. } => ExitCode::SUCCESS, // handled above
     }
+}
+
+/// Shell completions (bash, zsh, fish) into `dir/completions/` and one man page per visible
+/// command into `dir/man/`, all from the clap definition above, so they cannot drift from it
+/// (tests/cli.rs compares the committed copies in packaging/ with a fresh run).
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let completions = dir.join("completions");
+    let man = dir.join("man");
+    std::fs::create_dir_all(&completions)?;
+    std::fs::create_dir_all(&man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "inboxd", &completions)?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)
 }
 
 fn status(settings: &Settings, json: bool) -> ExitCode {
@@ -233,6 +268,9 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
     let stop = tokio_util::sync::CancellationToken::new();
     let hup = Arc::new(tokio::sync::Notify::new());
     let stats = Arc::new(Stats::default());
+    // On a terminal, `once` shows a bar; elsewhere the log lines are all there is.
+    let progress = (mode == Mode::Once && inboxd::progress::wanted())
+        .then(|| inboxd::progress::Progress::start(&settings.inboxes, stats.clone()));
     let end = match inboxd::shutdown::listen(stop.clone(), hup.clone()) {
         Err(e) => End {
             code: REFUSED,
@@ -258,6 +296,9 @@ fn daemon(settings: Settings, mode: Mode) -> ExitCode {
             },
         },
     };
+    if let Some(p) = progress {
+        p.finish();
+    }
     log_end(&end, &stats);
     inboxd::telemetry::finish();
     ExitCode::from(end.code)
@@ -755,19 +796,63 @@ fn current_user_name() -> String {
     format!("uid {uid}")
 }
 
+/// `inboxd ledger`: asks the running daemon (it holds the ledger); without one, reads a
+/// private copy of the ledger, so that nothing in state_dir is written (see
+/// [`inboxd::ledger::LedgerCopy`]).
 fn ledger(settings: &Settings) -> ExitCode {
-    let ledger = match inboxd::ledger::Ledger::open(&settings.state_dir) {
-        Ok(l) => l,
+    use inboxd::ledger::{CopyError, LedgerCopy};
+    use inboxd::operator::{Asked, fetch_ledger};
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let asked = match settings.http_listen {
+        Some(addr) => match fetch_ledger(addr, &mut out) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(Asked::BrokeOff(why)) => {
+                eprintln!("inboxd: {why}");
+                return ExitCode::from(REFUSED);
+            }
+            Err(Asked::NoAnswer(why)) => why,
+        },
+        None => "[http] listen is \"off\"".to_owned(),
+    };
+    let copy = match LedgerCopy::open(&settings.state_dir) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!(
+                "inboxd: no ledger in {} yet: nothing has been recorded",
+                settings.state_dir.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(CopyError::InUse(dir)) => {
+            eprintln!(
+                "inboxd: a running inboxd holds the ledger in {}, and it cannot be asked: {asked}. \
+                 Ask it through its operations listener ([http] listen), or stop it first",
+                dir.display()
+            );
+            return ExitCode::from(REFUSED);
+        }
         Err(e) => {
             eprintln!("inboxd: {e}");
             return ExitCode::from(REFUSED);
         }
     };
-    for rec in ledger.records() {
-        match rec.and_then(|r| serde_json::to_string(&r).map_err(Into::into)) {
-            Ok(line) => println!("{line}"),
+    for rec in copy.records() {
+        let line = rec.and_then(|r| serde_json::to_string(&r).map_err(Into::into));
+        let written = match line {
+            Ok(line) => writeln!(out, "{line}"),
             Err(e) => {
                 eprintln!("inboxd: {e}");
+                return ExitCode::from(REFUSED);
+            }
+        };
+        match written {
+            Ok(()) => {}
+            // The reader went away (`inboxd ledger | head`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => {
+                eprintln!("inboxd: cannot write: {e}");
                 return ExitCode::from(REFUSED);
             }
         }

@@ -101,6 +101,31 @@ pub async fn run(
         None => None,
     };
     let ledger = Ledger::open(&settings.state_dir)?;
+    // Served from here on, also while the startup recovery below runs: `inboxd status` and
+    // `inboxd ledger` can ask a daemon that is still starting.
+    let names: Vec<String> = settings.inboxes.iter().map(|i| i.name.clone()).collect();
+    let ops = Arc::new(crate::ops::Ops::new(&names, settings.log.dir.as_deref()));
+    // Serves until this run ends (a reload binds again with the new settings).
+    let ops_stop = CancellationToken::new();
+    // Also when this function returns early with an error: the port must be free for the
+    // next run (a reload).
+    let _stop_listener = ops_stop.clone().drop_guard();
+    // Set before any stage starts: stages report their progress often enough for it.
+    let watchdog_period = sd_notify::watchdog_enabled();
+    if let Some(period) = watchdog_period {
+        ops.set_stuck_after(crate::ops::STUCK_AFTER.min(period * 2));
+    }
+    let listening = listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(address = %format!("http://{addr}"), "operations listener: /metrics, /healthz, /status and a status page");
+        }
+        tokio::spawn(crate::ops::http::serve(
+            l,
+            ops.clone(),
+            ledger.clone(),
+            ops_stop.clone(),
+        ))
+    });
     let client = crate::upload::s3::client(&settings.s3, &settings.upload).await;
     let inboxes = Arc::new(settings.inboxes.clone());
     crate::upkeep::recover(&client, &ledger, &inboxes).await?;
@@ -126,24 +151,6 @@ pub async fn run(
         .iter()
         .map(|i| FsGuard::new(&i.name, i.fs_timeout))
         .collect();
-    let names: Vec<String> = inboxes.iter().map(|i| i.name.clone()).collect();
-    let ops = Arc::new(crate::ops::Ops::new(&names, settings.log.dir.as_deref()));
-    // Serves until this run ends (a reload binds again with the new settings).
-    let ops_stop = CancellationToken::new();
-    // Also when this function returns early with an error: the port must be free for the
-    // next run (a reload).
-    let _stop_listener = ops_stop.clone().drop_guard();
-    // Set before any stage starts: stages report their progress often enough for it.
-    let watchdog_period = sd_notify::watchdog_enabled();
-    if let Some(period) = watchdog_period {
-        ops.set_stuck_after(crate::ops::STUCK_AFTER.min(period * 2));
-    }
-    let listening = listener.map(|l| {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(address = %format!("http://{addr}"), "operations listener: /metrics, /healthz, /status and a status page");
-        }
-        tokio::spawn(crate::ops::http::serve(l, ops.clone(), ops_stop.clone()))
-    });
     // Cancelled when the grace period after a shutdown request is over.
     let abort = CancellationToken::new();
 

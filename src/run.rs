@@ -69,6 +69,8 @@ pub struct Stats {
     pub uploaded: AtomicU64,
     pub duplicates: AtomicU64,
     pub failed: AtomicU64,
+    /// Bytes of the files counted in the three above (for `once`'s progress bar).
+    pub done_bytes: AtomicU64,
     /// Files whose latest fate kept them in the inbox, and that fate.
     waiting: std::sync::Mutex<HashMap<PathBuf, Fate>>,
     busy: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
@@ -102,6 +104,16 @@ impl Stats {
             c.fetch_add(1, Ordering::Relaxed);
         }
         is_news(before, fate)
+    }
+
+    /// Adds the size of a file that left the inbox (uploaded, duplicate or failed).
+    pub fn add_done_bytes(&self, size: u64) {
+        self.done_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// When the first file reached the upload stage, if one has.
+    pub fn busy_since(&self) -> Option<Instant> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// The file at `path` is no longer in its inbox (someone removed it): it is not left.

@@ -67,6 +67,7 @@ pub fn init(log: &LogSettings) -> Result<(), TelemetryError> {
         LogFormat::Json => fmt::layer()
             .event_format(flat_json())
             .fmt_fields(fmt::format::JsonFields::new())
+            .with_writer(crate::progress::Suspending)
             .boxed(),
         LogFormat::Text if journald => fmt::layer()
             .event_format(Priority(
@@ -77,10 +78,12 @@ pub fn init(log: &LogSettings) -> Result<(), TelemetryError> {
             ))
             .fmt_fields(OneLine)
             .boxed(),
+        // Written around `once`'s progress bar, when there is one.
         LogFormat::Text => fmt::layer()
             .fmt_fields(OneLine)
             .with_ansi(std::io::stdout().is_terminal())
             .with_target(false)
+            .with_writer(crate::progress::Suspending)
             .boxed(),
     };
     let (file_layer, guard) = match &log.dir {

@@ -15,11 +15,21 @@ use crate::ledger::{Ledger, LedgerError, Record, State};
 /// At startup, before any stage runs: interrupted multipart uploads whose file is gone or
 /// changed are aborted (they can never be resumed), and records of files moved just before a
 /// crash, whose final record did not reach the disk, are completed. Flushed before returning.
+///
+/// Re-hashing the files of interrupted multipart uploads can take minutes (a 100 GiB file
+/// on a slow share); meanwhile systemd is told the start is still under way (see
+/// [`StartExtender`]), so that `TimeoutStartSec=` does not kill a recovery that moves.
 pub async fn recover(
     client: &aws_sdk_s3::Client,
     ledger: &Ledger,
     inboxes: &[InboxSettings],
 ) -> Result<(), LedgerError> {
+    let long = ledger
+        .records()
+        .filter_map(Result::ok)
+        .any(|r| r.upload_id.is_some());
+    // Stops extending when dropped, whichever way this function returns.
+    let _extending = long.then(StartExtender::start);
     cleanup(client, ledger, inboxes, None).await?;
     let fixed = reconcile(ledger, inboxes)?;
     if fixed > 0 {
@@ -31,6 +41,62 @@ pub async fn recover(
         );
     }
     ledger.flush().await
+}
+
+/// How often a long startup tells systemd it is still starting, and how far each message
+/// moves the start timeout (from the moment it arrives: systemd never shortens it).
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+const EXTEND_BY: Duration = Duration::from_secs(30);
+/// A recovery that has shown no sign of life (a chunk hashed, an upload checked) for this
+/// long is no longer vouched for: it is left to systemd's timeout, which then ends a start
+/// that hangs (on a share that stopped answering, say) instead of waiting for ever. Above the
+/// longest single step without a sign of life (an abort waits at most 30 s for its answer).
+const EXTEND_QUIET: Duration = Duration::from_secs(60);
+// One message lost or late must not end the start.
+const _: () = assert!(EXTEND_BY.as_secs() > 2 * EXTEND_EVERY.as_secs());
+
+/// Pure: whether to extend the start timeout at `now`, the last sign of life at `last`.
+fn extend_now(now: tokio::time::Instant, last: tokio::time::Instant) -> bool {
+    now.saturating_duration_since(last) < EXTEND_QUIET
+}
+
+/// Sends `EXTEND_TIMEOUT_USEC` to systemd (sd_notify; nothing without `NOTIFY_SOCKET`) at
+/// once and then every [`EXTEND_EVERY`] while the work shows signs of life; stops when dropped.
+/// `READY=1` comes after the recovery, from the pipeline.
+pub struct StartExtender {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StartExtender {
+    pub fn start() -> StartExtender {
+        let task = tokio::spawn(async {
+            let by = u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX);
+            let mut seen = crate::run::signs_of_life();
+            let mut last = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(EXTEND_EVERY);
+            loop {
+                tick.tick().await;
+                let now = tokio::time::Instant::now();
+                let signs = crate::run::signs_of_life();
+                if signs != seen {
+                    (seen, last) = (signs, now);
+                }
+                if extend_now(now, last) {
+                    let _ = sd_notify::notify(&[
+                        sd_notify::NotifyState::ExtendTimeoutUsec(by),
+                        sd_notify::NotifyState::Status("recovering interrupted uploads"),
+                    ]);
+                }
+            }
+        });
+        StartExtender { task }
+    }
+}
+
+impl Drop for StartExtender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// How often the ledger is tidied.
@@ -121,7 +187,16 @@ pub async fn cleanup(
                 return (meta.is_file() && meta.len() == size).then_some(());
             }
             let sig = crate::settle::Signature::of(&meta);
-            let sha = crate::upload::hash::sha256_file(&root, &rel, &sig).ok()?;
+            // Every chunk read is a sign of life: a long re-hash keeps the start going.
+            let sha = crate::upload::hash::digests(
+                &root,
+                &rel,
+                &sig,
+                crate::upload::hash::Want::default(),
+                &crate::run::sign_of_life,
+            )
+            .ok()?
+            .whole;
             (Some(hex::encode(sha)) == want).then_some(())
         })
         .await
@@ -133,6 +208,8 @@ pub async fn cleanup(
             let bucket = rec.bucket.clone();
             crate::upload::multipart::abort_recorded(client, ledger, &bucket, &mut rec).await;
         }
+        // One recorded upload checked: progress, for a long startup (see StartExtender).
+        crate::run::sign_of_life();
     }
     ledger.flush().await
 }
@@ -177,4 +254,19 @@ pub fn reconcile(ledger: &Ledger, inboxes: &[InboxSettings]) -> Result<usize, Le
         fixed += 1;
     }
     Ok(fixed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovery_is_vouched_for_while_it_shows_signs_of_life() {
+        let t0 = tokio::time::Instant::now();
+        assert!(extend_now(t0, t0));
+        assert!(extend_now(t0 + EXTEND_QUIET / 2, t0));
+        // Quiet too long: systemd's own timeout decides.
+        assert!(!extend_now(t0 + EXTEND_QUIET, t0));
+        assert!(extend_now(t0 + EXTEND_QUIET, t0 + EXTEND_QUIET / 2));
+    }
 }

@@ -656,3 +656,153 @@ async fn check_names_the_endpoint_and_the_fix_for_a_refused_endpoint_and_missing
         "no fix or endpoint for a refused connection:\n{text}"
     );
 }
+
+/// `'…'` for sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_draws_a_progress_bar_on_a_terminal_and_only_log_lines_elsewhere() {
+    let s3 = TestS3::start().await;
+    let daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let config = daemon.config.to_string_lossy().into_owned();
+    let batch = |seed: u64| -> Vec<(String, Vec<u8>)> {
+        (0..3u64)
+            .map(|i| {
+                let len = 10_000 * (i as usize + 1);
+                (format!("p{seed}-{i}.pdf"), content(seed + i, len))
+            })
+            .collect()
+    };
+
+    // Not a terminal (pipes): the log lines, no bar.
+    let plain = batch(60);
+    for (rel, bytes) in &plain {
+        inbox.drop(rel, bytes);
+    }
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("inboxd stopped"), "{out}");
+    let text = out.to_string();
+    assert!(
+        !text.contains("3/3 files"),
+        "a bar without a terminal\n{out}"
+    );
+    assert!(
+        !text.contains("of about"),
+        "a bar without a terminal\n{out}"
+    );
+    for (rel, bytes) in &plain {
+        inbox.assert_done(rel, bytes);
+    }
+
+    // On a pseudo-terminal (util-linux `script`): the bar, with its final state, and the log
+    // lines around it.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: no `script` (util-linux) for a pseudo-terminal; the bar is not tested");
+        return;
+    }
+    let on_tty = batch(70);
+    for (rel, bytes) in &on_tty {
+        inbox.drop(rel, bytes);
+    }
+    let inner = daemon.command(&["once", "--config", &config]);
+    let line: Vec<String> = std::iter::once(inner.as_std().get_program())
+        .chain(inner.as_std().get_args())
+        .map(|a| sh_quote(&a.to_string_lossy()))
+        .collect();
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .env_clear()
+        .envs(inner.as_std().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+        .await
+        .expect("once under script did not end in time")
+        .expect("run script");
+    let tty = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{tty}");
+    // 10 000 + 20 000 + 30 000 bytes.
+    let last = "3/3 files, 58.59 KiB of about 58.59 KiB";
+    let at = tty
+        .find(last)
+        .unwrap_or_else(|| panic!("no final bar state {last:?}:\n{tty}"));
+    let after = &tty[at + last.len()..];
+    assert!(
+        after.contains("inboxd stopped"),
+        "the last log line comes after the bar:\n{tty}"
+    );
+    assert!(
+        after.trim_start_matches([' ', '\r']).starts_with('\n')
+            || after.trim_start_matches([' ', '\r']).starts_with("\x1b"),
+        "the last log line starts on a line of its own:\n{tty}"
+    );
+    for (rel, bytes) in &on_tty {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+    }
+}
+
+/// Every file below `dir`, relative to it, with its bytes.
+fn files_below(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("below").to_path_buf();
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_committed_completions_and_man_pages_match_the_command_line() {
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inboxd"))
+        .arg("generate-assets")
+        .arg(fresh.path())
+        .env_clear()
+        .output()
+        .expect("run inboxd generate-assets");
+    assert!(out.status.success(), "{out:?}");
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let regenerate = "regenerate them: cargo run -- generate-assets packaging";
+    for sub in ["completions", "man"] {
+        let want = files_below(&fresh.path().join(sub));
+        let have = files_below(&packaging.join(sub));
+        assert!(want.len() >= 3, "{sub}: only {:?}", want.keys());
+        assert_eq!(
+            have.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "packaging/{sub} holds other files than the command line makes; {regenerate}"
+        );
+        for (rel, bytes) in &want {
+            assert!(
+                have[rel] == *bytes,
+                "packaging/{sub}/{} is stale; {regenerate}",
+                rel.display()
+            );
+        }
+    }
+    // Hidden commands stay out of the man pages.
+    let man = files_below(&fresh.path().join("man"));
+    assert!(
+        man.keys()
+            .all(|p| !p.to_string_lossy().contains("check-folders"))
+    );
+    assert!(man.contains_key(std::path::Path::new("inboxd-ledger.1")));
+}

@@ -916,3 +916,72 @@ async fn a_ledger_that_cannot_record_the_upload_defers_the_file_and_never_fails_
     inbox.assert_empty();
     assert_ledger_finished_only(&daemon, rel, &bytes).await;
 }
+
+/// systemd's start timeout: the restart after a crash re-hashes the file of the interrupted
+/// multipart upload before it is ready, and says so (EXTEND_TIMEOUT_USEC) before READY=1; a
+/// start with nothing to recover goes straight to READY=1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_recovery_extends_the_start_timeout_before_ready() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup().concurrency(4));
+    let inbox = daemon.inbox().clone();
+    let rel = "big.img";
+    let bytes = content(31, PART * 4);
+    kill_mid_multipart(&s3, &mut daemon, rel, &bytes, parts(bytes.len()), true).await;
+    s3.plan.clear();
+
+    let dir = daemon.dir().to_path_buf();
+    let messages = |sock: &str| {
+        let path = dir.join(sock);
+        (
+            support::notify::notify_socket(&path),
+            path.to_string_lossy().into_owned(),
+        )
+    };
+    let (got, sock) = messages("notify1.sock");
+    daemon.start_with_env(&[("NOTIFY_SOCKET", &sock)]);
+    wait_until(TIMEOUT, "READY=1", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("READY=1"))
+    })
+    .await;
+    let sent: Vec<String> = got.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
+    let ready = sent
+        .iter()
+        .position(|m| m.lines().any(|l| l == "READY=1"))
+        .expect("READY=1");
+    let extended = sent.iter().position(|m| {
+        m.lines().any(|l| {
+            l.strip_prefix("EXTEND_TIMEOUT_USEC=")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|us| us >= 10_000_000)
+        })
+    });
+    assert!(
+        extended.is_some_and(|e| e < ready),
+        "no EXTEND_TIMEOUT_USEC of 10 s or more before READY=1: {sent:#?}"
+    );
+    wait_until(TIMEOUT, "big.img is in done/", || inbox.is_done(rel)).await;
+    daemon.stop().await;
+    assert_object(&s3, &inbox.key(rel), &bytes).await;
+    inbox.assert_done(rel, &bytes);
+
+    // Nothing interrupted now: ready without asking for more time.
+    let (got, sock) = messages("notify2.sock");
+    daemon.start_with_env(&[("NOTIFY_SOCKET", &sock)]);
+    wait_until(TIMEOUT, "READY=1 again", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("READY=1"))
+    })
+    .await;
+    daemon.stop().await;
+    let sent: Vec<String> = got.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
+    assert!(
+        !sent.iter().any(|m| m.contains("EXTEND_TIMEOUT_USEC")),
+        "extended a start with nothing to recover: {sent:#?}"
+    );
+}

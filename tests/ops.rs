@@ -6,9 +6,10 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use support::http::{get, listener_url};
+use support::notify::notify_socket;
 use support::s3::TestS3;
 use support::{Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, content, toml_str, wait_until};
 
@@ -23,10 +24,16 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 async fn started(daemon: &mut Daemon) -> String {
     daemon.start();
     let mut url = None;
-    wait_until(TIMEOUT, "the operations listener is up", || {
-        url = listener_url(&daemon.stdout());
-        url.is_some()
-    })
+    // The listener answers during the startup recovery already: wait for the pipeline too.
+    wait_until(
+        TIMEOUT,
+        "the operations listener and the pipeline are up",
+        || {
+            let out = daemon.stdout();
+            url = listener_url(&out);
+            url.is_some() && out.contains("inboxd started")
+        },
+    )
     .await;
     url.unwrap_or_default()
 }
@@ -386,19 +393,107 @@ async fn retry_sends_failed_files_through_again_with_and_without_the_daemon() {
     );
 }
 
-/// Messages the daemon sends to systemd's notify socket, with when they came.
-fn notify_socket(path: &Path) -> Arc<Mutex<Vec<(std::time::Instant, String)>>> {
-    let sock = std::os::unix::net::UnixDatagram::bind(path).expect("bind notify socket");
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = sock.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sink.lock().unwrap().push((std::time::Instant::now(), text));
+/// Every file below `dir`: its path, bytes and modification time (to prove nothing changed).
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            let bytes = if meta.is_file() {
+                std::fs::read(&path).expect("read")
+            } else {
+                Vec::new()
+            };
+            files.push((path, bytes, meta.modified().expect("mtime")));
         }
-    });
-    got
+    }
+    files.sort();
+    files
+}
+
+fn ledger_lines(out: &support::CliOutput) -> Vec<serde_json::Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_asks_the_running_daemon_and_reads_without_writing_when_none_runs() {
+    use sha2::Digest as _;
+    let s3 = TestS3::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = toml_str(&format!("127.0.0.1:{port}"));
+    let mut daemon = Daemon::new(&s3, Setup::new().set("http", "listen", &listen));
+    let inbox = daemon.inbox().clone();
+    let config = daemon.config.to_string_lossy().into_owned();
+    let state = daemon.state_dir();
+
+    // Nothing recorded yet: nothing printed, and no ledger (not even its folder) created.
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout, "", "{out}");
+    assert!(out.stderr.contains("no ledger"), "{out}");
+    assert!(!state.exists(), "inboxd ledger created {}", state.display());
+
+    // While the daemon runs (it holds sled's lock): through the daemon.
+    let a = content(41, 30_000);
+    started(&mut daemon).await;
+    inbox.drop("a.pdf", &a);
+    wait_until(TIMEOUT, "a.pdf is in done/", || inbox.is_done("a.pdf")).await;
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let running = ledger_lines(&out);
+    let rec = running
+        .iter()
+        .find(|r| r["rel_path"] == "a.pdf")
+        .unwrap_or_else(|| panic!("no record of a.pdf: {out}"));
+    assert_eq!(
+        rec["sha256"],
+        hex::encode(sha2::Sha256::digest(&a)),
+        "{rec}"
+    );
+    assert_eq!(rec["key"], inbox.key("a.pdf").as_str(), "{rec}");
+    daemon.stop().await;
+
+    // Without a daemon: the same records, and state_dir exactly as it was, byte for byte.
+    let before = snapshot(&state);
+    assert!(!before.is_empty());
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let stopped = ledger_lines(&out);
+    assert_eq!(stopped.len(), running.len(), "{out}");
+    let stopped_rec = stopped
+        .iter()
+        .find(|r| r["rel_path"] == "a.pdf")
+        .unwrap_or_else(|| panic!("no record of a.pdf: {out}"));
+    assert_eq!(stopped_rec["state"], "finished", "{out}");
+    assert_eq!(stopped_rec["sha256"], rec["sha256"]);
+    assert_eq!(snapshot(&state), before, "inboxd ledger changed state_dir");
+
+    // A running daemon that cannot be asked (listener off): a clear refusal, not a hang.
+    daemon.write_config(&daemon.config_text().replace(&listen, "\"off\""));
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon has started", || {
+        daemon.stdout().contains("inboxd started")
+    })
+    .await;
+    let out = daemon.cli(&["ledger", "--config", &config], &[]).await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("a running inboxd holds the ledger"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("[http] listen"), "{out}");
+    daemon.stop().await;
 }
 
 fn pings_since(got: &Mutex<Vec<(std::time::Instant, String)>>, t: std::time::Instant) -> usize {
@@ -561,6 +656,13 @@ async fn an_outage_is_not_a_stuck_daemon_for_the_watchdog() {
     })
     .await;
     let base = base.unwrap_or_default();
+    wait_until(TIMEOUT, "READY=1", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("READY=1"))
+    })
+    .await;
     s3.go_down();
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("o{i}.pdf"), content(20 + i, 3000)))

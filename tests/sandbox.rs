@@ -386,9 +386,12 @@ async fn check_as_the_service_user_names_each_folder_it_cannot_use() {
         assert!(left.is_empty(), "{} holds {left:?}", dir.display());
     }
 
-    // A ledger made by root (`inboxd ledger` run without sudo -u): the folder is the service
-    // user's, the database in it is not, and the service could not open it.
-    daemon.ledger().await;
+    // A ledger made by root (`inboxd once` run without sudo -u; `inboxd ledger` no longer
+    // makes one, it only reads): the folder is the service user's, the database in it is
+    // not, and the service could not open it.
+    let out = daemon.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(state.join("ledger").exists(), "once made no ledger\n{out}");
     let out = daemon
         .cli(&["check", "--config", &config, "--user", "nobody"], &[])
         .await;
@@ -430,4 +433,141 @@ async fn check_as_another_user_needs_root_and_a_real_user() {
         String::from_utf8_lossy(&out.stderr).contains("only root can check as another user"),
         "{out:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unit's sandbox, as systemd-analyze scores it
+// ---------------------------------------------------------------------------------------------
+
+/// `systemd-analyze ARGS`: (stdout, stderr), or `None` (after saying so) when it is missing.
+fn systemd_analyze(args: &[&str]) -> Option<(String, String)> {
+    match std::process::Command::new("systemd-analyze")
+        .args(args)
+        .output()
+    {
+        Ok(out) => {
+            assert!(out.status.success(), "systemd-analyze {args:?}: {out:?}");
+            Some((
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+        Err(e) => {
+            println!(
+                "SKIP: systemd-analyze cannot run here ({e}); the unit's score is not checked"
+            );
+            None
+        }
+    }
+}
+
+/// The system calls a filter group stands for, nested groups expanded.
+fn syscalls(group: &str) -> std::collections::BTreeSet<String> {
+    let Some((text, _)) = systemd_analyze(&["syscall-filter", group]) else {
+        return Default::default();
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for word in text.lines().map(str::trim) {
+        if word.is_empty() || word.starts_with('#') || word == group {
+            continue;
+        }
+        match word.strip_prefix('@') {
+            Some(_) => out.extend(syscalls(word)),
+            None => {
+                out.insert(word.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_unit_scores_an_exposure_of_1_5_or_lower_and_keeps_what_inboxd_needs() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/inboxd.service");
+    let unit_arg = unit.to_string_lossy().into_owned();
+    let Some((report, warnings)) = systemd_analyze(&["security", "--offline=yes", &unit_arg])
+    else {
+        return;
+    };
+    // Every directive is one systemd knows (an unknown one is ignored with a warning, and
+    // would protect nothing).
+    assert!(
+        !warnings.contains("Unknown") && !warnings.contains("ignoring"),
+        "systemd-analyze warns about the unit:\n{warnings}"
+    );
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for inboxd.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{report}"));
+    println!("systemd-analyze security: exposure {exposure}");
+    assert!(exposure <= 1.5, "exposure {exposure} > 1.5:\n{report}");
+
+    // What the tightening must not take away: the lease capability (a writer that pauses is
+    // never taken for done), and the calls for leases, inotify, moves and the ledger.
+    let text = std::fs::read_to_string(&unit).expect("read the unit");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for needed in [
+        "CapabilityBoundingSet=CAP_LEASE",
+        "AmbientCapabilities=CAP_LEASE",
+    ] {
+        assert!(lines.contains(&needed), "{needed} is gone from the unit");
+    }
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut denied = std::collections::BTreeSet::new();
+    for filter in lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (deny, groups) = match filter.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, filter),
+        };
+        for group in groups.split_whitespace() {
+            let calls = if group.starts_with('@') {
+                syscalls(group)
+            } else {
+                std::iter::once(group.to_owned()).collect()
+            };
+            if deny {
+                denied.extend(calls);
+            } else {
+                allowed.extend(calls);
+            }
+        }
+    }
+    if allowed.is_empty() {
+        return; // systemd-analyze went missing in between
+    }
+    for call in [
+        "fcntl",
+        "flock",
+        "inotify_init1",
+        "inotify_add_watch",
+        "inotify_rm_watch",
+        "rename",
+        "renameat",
+        "renameat2",
+        "linkat",
+        "unlinkat",
+        "openat",
+        "openat2",
+        "statx",
+        "newfstatat",
+        "getdents64",
+        "copy_file_range",
+        "fsync",
+        "fdatasync",
+        "epoll_wait",
+        "socket",
+        "connect",
+        "sendto",
+        "getrandom",
+    ] {
+        assert!(
+            allowed.contains(call) && !denied.contains(call),
+            "the unit's SystemCallFilter= denies {call}"
+        );
+    }
 }

@@ -221,6 +221,9 @@ impl FinishStage {
     /// Counts the file's fate (see [`Stats::count`]); true when that is news, and its lines
     /// are worth more than debug level.
     fn count(&self, o: &Outcome, fate: Fate) -> bool {
+        if !fate.stays() {
+            self.stats.add_done_bytes(o.file.sig.size);
+        }
         self.stats.count(&o.file.path, fate)
     }
 

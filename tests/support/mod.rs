@@ -8,6 +8,7 @@ pub mod formats;
 pub mod garage;
 pub mod http;
 pub mod inproc;
+pub mod notify;
 pub mod s3;
 
 use std::fmt::{self, Display};
@@ -759,7 +760,7 @@ impl Daemon {
             .await
     }
 
-    /// `inboxd ledger --config FILE`, one JSON value per record (the daemon must be stopped).
+    /// `inboxd ledger --config FILE`, one JSON value per record (through the daemon when it runs).
     pub async fn ledger(&self) -> Vec<serde_json::Value> {
         let out = self
             .cli(&["ledger", "--config", &self.config_arg()], &[])
