@@ -115,41 +115,41 @@ async fn two_hosts_take_each_file_once_when_polling() {
     two_hosts_take_each_file_once("poll").await;
 }
 
+/// Both hosts run; host a is killed with SIGKILL mid-way, holding claimed files. Host b
+/// takes them over once a's heartbeat has been still for claim_timeout, and finishes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_hosts_claims_are_taken_over() {
     let s3 = TestS3::start().await;
     // Slow uploads, so that host a holds claimed files when it dies.
     s3.push(
         Op::PutObject,
-        Fault::delay(Duration::from_millis(400)).always(),
+        Fault::delay(Duration::from_millis(300)).always(),
     );
     let mut a = Daemon::new(&s3, host("a", None, "events").concurrency(2));
     let inbox = a.inbox().clone();
-    let files: Vec<(String, Vec<u8>)> = (0..40)
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events").concurrency(2));
+    a.start();
+    b.start();
+    let files: Vec<(String, Vec<u8>)> = (0..60)
         .map(|i| (format!("scan-{i:02}.pdf"), content(100 + i, 2_000)))
         .collect();
     for (rel, bytes) in &files {
         inbox.drop(rel, bytes);
     }
-    a.start();
     let claims_a = inbox.path.join(".inboxd/claims/a");
     wait_until(TIMEOUT, "host a holds claims and has finished some", || {
-        files_under(&claims_a).len() >= 5 && !inbox.done_files().is_empty()
+        files_under(&claims_a).len() >= 3 && !inbox.done_files().is_empty()
     })
     .await;
     a.kill().await;
     let stranded = files_under(&claims_a).len();
     assert!(stranded > 0);
-
-    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
-    b.start();
     // Within claim_timeout (3 s), plus the settle window and the uploads.
     wait_until(TIMEOUT, "every file in done/", || {
         files.iter().all(|(rel, _)| inbox.in_done(rel))
     })
     .await;
     b.stop().await;
-    s3.push(Op::PutObject, Fault::delay(Duration::ZERO).always());
     assert!(
         files_under(&claims_a).is_empty(),
         "{:?}",
@@ -166,13 +166,7 @@ async fn a_killed_hosts_claims_are_taken_over() {
         "{took:?}"
     );
     // Objects host a stored before it died are recognised, not stored again.
-    s3.idle().await;
-    for (rel, bytes) in &files {
-        inbox.assert_done(rel, bytes);
-        support::assert_object(&s3, &inbox.key(rel), bytes).await;
-        assert_eq!(s3.puts(&inbox.key(rel)).await, 1, "{rel} stored once");
-    }
-    assert!(inbox.failed_files().is_empty());
+    assert_each_once(&s3, &inbox, &files).await;
     assert!(errors(&b).is_empty(), "{:?}", errors(&b));
 }
 
