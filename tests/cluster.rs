@@ -129,7 +129,6 @@ async fn a_killed_hosts_claims_are_taken_over() {
     let inbox = a.inbox().clone();
     let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events").concurrency(2));
     a.start();
-    b.start();
     let files: Vec<(String, Vec<u8>)> = (0..60)
         .map(|i| (format!("scan-{i:02}.pdf"), content(100 + i, 2_000)))
         .collect();
@@ -139,6 +138,13 @@ async fn a_killed_hosts_claims_are_taken_over() {
     let claims_a = inbox.path.join(".inboxd/claims/a");
     wait_until(TIMEOUT, "host a holds claims and has finished some", || {
         files_under(&claims_a).len() >= 3 && !inbox.done_files().is_empty()
+    })
+    .await;
+    // Host b joins while a works (had both started together, b might take every file and
+    // leave a nothing to die with), then a dies.
+    b.start();
+    wait_until(TIMEOUT, "host b's heartbeat", || {
+        inbox.path.join(".inboxd/hosts/b").is_file()
     })
     .await;
     a.kill().await;
