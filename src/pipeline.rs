@@ -56,6 +56,8 @@ pub enum PipelineError {
 const CANDIDATES: usize = 4096;
 const READY: usize = 1024;
 const BATCHES: usize = 16;
+/// Files handed on by the cluster stage and not yet taken by batch (see its channel).
+const CLAIMED_AHEAD: usize = 8;
 const OUTCOMES: usize = 1024;
 
 /// Runs the pipeline until `intake` is cancelled (daemon) or everything present at startup
@@ -156,7 +158,11 @@ pub async fn run(
 
     let (cand_tx, cand_rx) = mpsc::channel(CANDIDATES);
     let (ready_tx, ready_rx) = mpsc::channel(READY);
-    let (claimed_tx, claimed_rx) = mpsc::channel(READY);
+    // Small on purpose: on a shared inbox a file is claimed when the cluster stage hands it
+    // on, so this bound (with batch's and upload's admission behind it) is how far a host
+    // claims ahead of its uploads. A large buffer here would let the first host to see a
+    // burst claim all of it while the others idle; the backlog waits in settle's output.
+    let (claimed_tx, claimed_rx) = mpsc::channel(CLAIMED_AHEAD);
     let (batch_tx, batch_rx) = mpsc::channel(BATCHES);
     let (out_tx, out_rx) = mpsc::channel(OUTCOMES);
 

@@ -99,6 +99,14 @@ async fn two_hosts_take_each_file_once(watch: &str) {
     a.stop().await;
     b.stop().await;
     assert_each_once(&s3, &inbox, &files).await;
+    // How the work was shared (a figure for the reader, not a promise: either host may be
+    // faster on a loaded machine).
+    let uploaded = |d: &Daemon| d.batch_total("uploaded");
+    eprintln!(
+        "{watch}: host a uploaded {}, host b {}",
+        uploaded(&a),
+        uploaded(&b)
+    );
     for d in [&a, &b] {
         assert!(errors(d).is_empty(), "{:?}", errors(d));
     }
