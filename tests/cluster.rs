@@ -226,3 +226,32 @@ async fn a_shared_inbox_shows_its_hosts_in_status_and_metrics() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Files this host claimed while the inbox was shared are still finished once it is not
+/// (its claim folder is looked into at start), under their own names; the folders a
+/// finished file leaves are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_left_from_a_shared_past_are_finished() {
+    let s3 = TestS3::start().await;
+    let setup = host("a", None, "events").inbox_set("shared", "false");
+    let mut d = Daemon::new(&s3, setup);
+    let inbox = d.inbox().clone();
+    let claimed = inbox.path.join(".inboxd/claims/a/2026/scan.pdf");
+    std::fs::create_dir_all(claimed.parent().unwrap()).unwrap();
+    let bytes = content(7, 5_000);
+    std::fs::write(&claimed, &bytes).unwrap();
+    d.start();
+    wait_until(TIMEOUT, "the claimed file in done/", || {
+        inbox.in_done("2026/scan.pdf")
+    })
+    .await;
+    wait_until(TIMEOUT, "its claim folders removed", || {
+        !inbox.path.join(".inboxd/claims/a/2026").exists()
+    })
+    .await;
+    d.stop().await;
+    inbox.assert_done("2026/scan.pdf", &bytes);
+    support::assert_object(&s3, &inbox.key("2026/scan.pdf"), &bytes).await;
+    assert!(waiting(&inbox).is_empty());
+    assert!(inbox.failed_files().is_empty());
+}

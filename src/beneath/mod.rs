@@ -286,6 +286,13 @@ pub fn remove(root: &Path, rel: &Path) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(&parent, name, AtFlags::empty())?)
 }
 
+/// Removes the folder `root/rel` if it is empty (an error otherwise), following no link.
+pub fn remove_empty_dir(root: &Path, rel: &Path) -> io::Result<()> {
+    let root = open_root(root)?;
+    let (parent, name) = parent_of(&root, rel)?;
+    Ok(rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,7 +86,23 @@ impl ClusterStage {
         let shared: Vec<usize> = (0..self.inboxes.len())
             .filter(|&i| self.inboxes[i].shared)
             .collect();
-        if shared.is_empty() {
+        let me = self.settings.host_id.clone();
+        // An inbox no longer shared may still hold files this host claimed while it was:
+        // they are finished here like any claimed file (otherwise they would wait, hidden,
+        // for good).
+        let mut swept = shared.clone();
+        for i in (0..self.inboxes.len()).filter(|i| !shared.contains(i)) {
+            let (root, sub) = (self.inboxes[i].path.clone(), claims_of(&me));
+            let held = self.guards[i]
+                .run(move || beneath::metadata(&root, &sub).is_ok())
+                .await;
+            if held == Ok(true) {
+                tracing::info!(inbox = %self.inboxes[i].name,
+                    "this host's claim folder is still here from when the inbox was shared; its files are finished as usual");
+                swept.push(i);
+            }
+        }
+        if swept.is_empty() {
             while let Some(f) = input.recv().await {
                 if output.send(f).await.is_err() {
                     return;
@@ -94,7 +110,6 @@ impl ClusterStage {
             }
             return;
         }
-        let me = self.settings.host_id.clone();
         // Tells this process's heartbeat from another host's that uses the same host_id.
         let nonce = format!("{:016x}", fastrand::u64(..));
         let every = heartbeat_every(self.settings.claim_timeout);
@@ -110,7 +125,7 @@ impl ClusterStage {
             beats += 1;
             self.beat(&shared, &me, &nonce, beats).await;
             last_beat = Some(Instant::now());
-            for &i in &shared {
+            for &i in &swept {
                 if let Some(l) = self.look(i, &me).await {
                     for (at, rel, sig) in l.mine {
                         if !self.offer(i, at, rel, sig, &output).await {
@@ -144,10 +159,11 @@ impl ClusterStage {
                         last_beat = Some(now);
                     }
                     let mut seen = Vec::new();
-                    for &i in &shared {
+                    for &i in &swept {
                         let Some(l) = self.look(i, &me).await else { continue };
                         let now = Instant::now();
-                        for (host, content, claimed) in &l.hosts {
+                        let is_shared = self.inboxes[i].shared;
+                        for (host, content, claimed) in l.hosts.iter().filter(|_| is_shared) {
                             if *host == me {
                                 // Our own file holds another process's nonce: a second host
                                 // with this host_id writes here too.
@@ -163,11 +179,18 @@ impl ClusterStage {
                             }
                             hosts[i].observe(host, content, *claimed, now);
                         }
-                        let own = l.mine.len();
-                        hosts[i].observe(&me, nonce.as_bytes(), own, now);
-                        self.ops.hosts(i, hosts[i].view(self.settings.claim_timeout, now));
+                        if is_shared {
+                            let own = l.mine.len();
+                            hosts[i].observe(&me, nonce.as_bytes(), own, now);
+                            self.ops.hosts(i, hosts[i].view(self.settings.claim_timeout, now));
+                        }
                         if self.mode == Mode::Daemon {
-                            for dead in hosts[i].dead(&me, self.settings.claim_timeout, now) {
+                            let dead = if is_shared {
+                                hosts[i].dead(&me, self.settings.claim_timeout, now)
+                            } else {
+                                Vec::new()
+                            };
+                            for dead in dead {
                                 self.take_over(i, &dead, &me).await;
                             }
                             for (at, rel, sig) in l.mine {
@@ -354,8 +377,23 @@ fn look_at(label: &str, root: &Path, me: &str) -> Looked {
         let content = read_small(root, &heartbeat_of(&host)).unwrap_or_default();
         let sub = claims_of(&host);
         let base = root.join(&sub);
-        let files = beneath::walk(label, root, &sub);
+        let walked = beneath::walk_tree(label, root, &sub);
+        let files = walked.files;
         if host == me {
+            // Folders a claimed file has left (moved to done/ or failed/), deepest first; one
+            // that is not empty stays. Only this host's own folder, and only this stage
+            // claims into it, so no claim is under way in a folder removed here.
+            let mut dirs: Vec<PathBuf> = walked
+                .dirs
+                .iter()
+                .filter_map(|d| d.strip_prefix(root).ok())
+                .filter(|d| d.starts_with(&sub) && *d != sub.as_path())
+                .map(Path::to_path_buf)
+                .collect();
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = beneath::remove_empty_dir(root, &d);
+            }
             for full in &files {
                 let Ok(rel) = full.strip_prefix(&base) else {
                     continue;
