@@ -647,8 +647,10 @@ async fn an_outage_is_not_a_stuck_daemon_for_the_watchdog() {
     let sock_path = daemon.dir().join("notify.sock");
     let got = notify_socket(&sock_path);
     let sock = sock_path.to_string_lossy().into_owned();
-    // A 400 ms watchdog: a stage would count as stuck after 800 ms without progress.
-    daemon.start_with_env(&[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "400000")]);
+    // A 1 s watchdog: a stage would count as stuck after 2 s without progress. (With 400 ms,
+    // a ledger flush slowed by a build beside the test passed the 800 ms stuck time after
+    // the outage, 2 runs in 10: a slow disk, not what this test is about.)
+    daemon.start_with_env(&[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "1000000")]);
     let mut base = None;
     wait_until(TIMEOUT, "the listener is up", || {
         base = listener_url(&daemon.stdout());
@@ -674,16 +676,16 @@ async fn an_outage_is_not_a_stuck_daemon_for_the_watchdog() {
         metric(&futures_block(get(&base, "/metrics")).body, "inboxd_s3_up") == Some(0.0)
     })
     .await;
-    // Two seconds of outage, files held at the gate: far beyond the 800 ms stuck time.
+    // Four seconds of outage, files held at the gate: twice the 2 s stuck time.
     let t1 = std::time::Instant::now();
-    let until = t1 + std::time::Duration::from_millis(2000);
-    wait_until(TIMEOUT, "two seconds of outage", || {
+    let until = t1 + std::time::Duration::from_millis(4000);
+    wait_until(TIMEOUT, "four seconds of outage", || {
         std::time::Instant::now() >= until
     })
     .await;
     assert!(
         pings_since(&got, t1) >= 5,
-        "the watchdog stopped during an outage: {} pings in 2 s",
+        "the watchdog stopped during an outage: {} pings in 4 s",
         pings_since(&got, t1)
     );
     assert_eq!(get(&base, "/healthz").await.status, 200);
