@@ -96,6 +96,12 @@ async fn two_hosts_take_each_file_once(watch: &str) {
         files.iter().all(|(rel, _)| inbox.in_done(rel))
     })
     .await;
+    if watch == "events" {
+        // The inbox and its 7 folders; inboxd's own .inboxd/ folders are never watched.
+        for d in [&a, &b] {
+            assert_eq!(d.inotify_watches(), 8);
+        }
+    }
     a.stop().await;
     b.stop().await;
     assert_each_once(&s3, &inbox, &files).await;

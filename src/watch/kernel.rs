@@ -114,7 +114,10 @@ impl Watched {
             // the new watcher that the next rescan starts (`rewatch_replaced`).
             return Ok(());
         }
-        for dir in dirs {
+        // inboxd's own folder in a shared inbox (claims, heartbeats) is never watched: nothing
+        // there is a candidate, and a heartbeat is rewritten every few seconds.
+        let own = inbox.path.join(crate::cluster::DIR);
+        for dir in dirs.iter().filter(|d| !d.starts_with(&own)) {
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {}
                 // Gone meanwhile: nothing to watch.

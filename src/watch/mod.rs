@@ -241,7 +241,13 @@ impl WatchStage {
                     .await
             }
             Raw::Paths(idx, paths, hint, false) => {
+                let own = self.inboxes[idx].path.join(crate::cluster::DIR);
                 for path in paths {
+                    // inboxd's own folder in a shared inbox (claims, heartbeats rewritten every
+                    // few seconds): hidden, so settle would skip it anyway; not even looked at.
+                    if path.starts_with(&own) {
+                        continue;
+                    }
                     // A new folder's own files raise no events if they were written before its
                     // watch was added (or it was moved in whole): walk it.
                     // Never through a link: a link to a folder is a candidate like a file (it
@@ -326,6 +332,11 @@ impl WatchStage {
         let Ok(found) = found else {
             return true; // the share does not answer: said once by the guard; the next sweep retries
         };
+        // inboxd's own folder in a shared inbox is neither watched nor offered (see above).
+        let own = self.inboxes[idx].path.join(crate::cluster::DIR);
+        let mut found = found;
+        found.dirs.retain(|d| !d.starts_with(&own));
+        found.files.retain(|f| !f.starts_with(&own));
         if let Some(Some(w)) = watchers.get_mut(idx) {
             let inbox = &self.inboxes[idx];
             if let Err(e) = w.add_dirs(inbox, &found.dirs) {
