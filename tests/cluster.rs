@@ -261,3 +261,20 @@ async fn claims_left_from_a_shared_past_are_finished() {
     assert!(waiting(&inbox).is_empty());
     assert!(inbox.failed_files().is_empty());
 }
+
+/// `once` on a shared inbox claims, uploads and moves like the daemon, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_on_a_shared_inbox_claims_and_finishes() {
+    let s3 = TestS3::start().await;
+    let d = Daemon::new(&s3, host("a", None, "events"));
+    let inbox = d.inbox().clone();
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("sub/once-{i}.bin"), content(300 + i, 3_000)))
+        .collect();
+    for (rel, bytes) in &files {
+        inbox.drop(rel, bytes);
+    }
+    let out = d.once().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_each_once(&s3, &inbox, &files).await;
+}
