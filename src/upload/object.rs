@@ -299,17 +299,7 @@ pub fn plain_header(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn facts(rel: &str) -> Facts<'_> {
-        Facts {
-            rel,
-            inbox: "scans",
-            host: "fs1",
-            // 2026-11-29T08:15:07Z
-            found_at: 1_795_940_107,
-            sha256_hex: "3f2a9c1b7d0e55aa0000000000000000000000000000000000000000000000ff",
-        }
-    }
+    use crate::upload::template::tests::facts;
 
     #[test]
     fn keys_render_below_the_prefix() {

@@ -250,10 +250,11 @@ fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn facts(rel: &str) -> Facts<'_> {
+    /// Facts for one file, found complete at 2026-11-29T08:15:07Z (also used by `object`).
+    pub(in crate::upload) fn facts(rel: &str) -> Facts<'_> {
         Facts {
             rel,
             inbox: "scans",
