@@ -288,6 +288,59 @@ async fn a_closed_pdf_reaches_the_bucket_well_before_settle() {
     inbox.assert_no_failures();
 }
 
+/// An atomic save ends with a rename into place: written under a temporary name, then
+/// renamed (within the inbox, or moved in from beside it on the same file system). The rename
+/// counts like a close: a whole PDF goes well before the 2 s settle window (see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_renamed_into_place_reaches_the_bucket_well_before_settle() {
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new().settle("2s"));
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon watches with kernel events", || {
+        daemon.stdout().contains("watching with kernel events")
+    })
+    .await;
+    // Within the inbox: the temporary name is hidden, so it is never a candidate itself.
+    let saved = formats::pdf(6);
+    let tmp = inbox.path.join(".saved.pdf.tmp");
+    std::fs::write(&tmp, &saved).unwrap();
+    let began = std::time::Instant::now();
+    std::fs::rename(&tmp, inbox.file("saved.pdf")).unwrap();
+    wait_until(TIMEOUT, "saved.pdf is in the bucket", || {
+        s3.exists(BUCKET, &inbox.key("saved.pdf"))
+    })
+    .await;
+    let took_within = began.elapsed();
+    // Moved in from beside the inbox (same file system).
+    let moved = formats::pdf(7);
+    let outside = daemon.dir().join("moved.pdf");
+    std::fs::write(&outside, &moved).unwrap();
+    let began = std::time::Instant::now();
+    std::fs::rename(&outside, inbox.file("moved.pdf")).unwrap();
+    wait_until(TIMEOUT, "moved.pdf is in the bucket", || {
+        s3.exists(BUCKET, &inbox.key("moved.pdf"))
+    })
+    .await;
+    let took_in = began.elapsed();
+    wait_until(TIMEOUT, "both are in done/", || {
+        inbox.is_done("saved.pdf") && inbox.is_done("moved.pdf")
+    })
+    .await;
+    daemon.stop().await;
+    for (what, took) in [("renamed within", took_within), ("moved in", took_in)] {
+        assert!(
+            took < Duration::from_millis(1500),
+            "a whole PDF {what} took {took:?} to reach the bucket (settle is 2 s)"
+        );
+    }
+    inbox.assert_done("saved.pdf", &saved);
+    inbox.assert_done("moved.pdf", &moved);
+    assert_object(&s3, &inbox.key("saved.pdf"), &saved).await;
+    assert_object(&s3, &inbox.key("moved.pdf"), &moved).await;
+    inbox.assert_no_failures();
+}
+
 /// The fast path needs a close: a writer that keeps the file open keeps it, even when it is
 /// already a whole PDF (the test process is root, so the lease can tell).
 #[tokio::test(start_paused = true)]

@@ -178,7 +178,8 @@ pub(super) fn watch_inbox(
                 if !is_interesting(&ev.kind) && !rescan {
                     return;
                 }
-                let hint = if closes_count && is_close_write(&ev.kind) {
+                let hint = if closes_count && (is_close_write(&ev.kind) || is_renamed_in(&ev.kind))
+                {
                     Hint::Closed
                 } else {
                     Hint::Changed
@@ -216,6 +217,18 @@ pub(super) fn is_close_write(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// It was renamed into place (`IN_MOVED_TO`, or a rename within the inbox): the usual end of
+/// an atomic save (write a temporary name, then rename). Its writer is done with the name it
+/// now has, as after a close; the same checks follow (nobody holds it open for writing, its
+/// format says it is whole).
+pub(super) fn is_renamed_in(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
     )
 }
 
