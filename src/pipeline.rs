@@ -135,8 +135,8 @@ pub async fn run(
     // buckets that cannot be probed now are probed again in the background.
     let known = crate::upload::capabilities::Known::default();
     let endpoint = settings.s3.endpoint.clone().unwrap_or_default();
-    let unprobed =
-        crate::upload::capabilities::establish(&client, &ledger, &endpoint, &inboxes, &known).await;
+    // Buckets it could not probe now are probed again by `keep_probing` (below).
+    crate::upload::capabilities::establish(&client, &ledger, &endpoint, &inboxes, &known).await;
     let ignores = inboxes
         .iter()
         .map(|i| {
@@ -250,7 +250,7 @@ pub async fn run(
         client.clone(),
         ledger.clone(),
         endpoint,
-        unprobed,
+        inboxes.clone(),
         known,
         intake.clone(),
     ));

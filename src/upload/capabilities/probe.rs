@@ -36,15 +36,13 @@ fn buckets<'a>(inboxes: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String
 /// At startup: for every bucket, the remembered probe if it is recent, else a new probe
 /// (remembered when it could tell). A bucket that cannot be probed now (the server is down)
 /// is treated as [`Capabilities::unknown`] and probed again by [`keep_probing`].
-/// Returns the buckets still unknown.
 pub async fn establish(
     client: &Client,
     ledger: &Ledger,
     endpoint: &str,
     inboxes: &[InboxSettings],
     known: &Known,
-) -> Vec<(String, String)> {
-    let mut pending = Vec::new();
+) {
     let pairs = inboxes
         .iter()
         .map(|i| (i.bucket.as_str(), i.prefix.as_str()));
@@ -61,35 +59,64 @@ pub async fn establish(
             known.set(&bucket, caps);
             continue;
         }
-        if !probe_and_remember(client, ledger, endpoint, &bucket, &prefix, known).await {
-            pending.push((bucket, prefix));
-        }
+        // Not answering now: `keep_probing` tries again every minute.
+        probe_and_remember(client, ledger, endpoint, &bucket, &prefix, known).await;
     }
-    pending
 }
 
-/// Probes the buckets [`establish`] could not, every minute until each answers or `stop`.
+/// How long a failed probe of a bucket whose capabilities are known (only stale) waits
+/// before the next: what is known stays in use meanwhile, and an outage must not bring a
+/// warning a minute.
+const RETRY_STALE: Duration = Duration::from_secs(3600);
+
+/// Until `stop`: every minute, probes the buckets whose capabilities are not known (the
+/// server could not be probed at start) or are older than [`super::REMEMBER_FOR`], so that a
+/// daemon that runs for weeks notices a server replaced behind the same endpoint.
 pub async fn keep_probing(
     client: Client,
     ledger: Ledger,
     endpoint: String,
-    mut pending: Vec<(String, String)>,
+    inboxes: std::sync::Arc<Vec<InboxSettings>>,
     known: Known,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    while !pending.is_empty() {
+    let all = buckets(
+        inboxes
+            .iter()
+            .map(|i| (i.bucket.as_str(), i.prefix.as_str())),
+    );
+    let mut waiting: Vec<(String, tokio::time::Instant)> = Vec::new();
+    loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stop.cancelled() => return,
         }
-        let mut still = Vec::new();
-        for (bucket, prefix) in pending {
-            if !probe_and_remember(&client, &ledger, &endpoint, &bucket, &prefix, &known).await {
-                still.push((bucket, prefix));
+        let now = tokio::time::Instant::now();
+        waiting.retain(|(_, until)| *until > now);
+        for (bucket, prefix) in due(&all, &known, crate::ledger::unix_ms(), &waiting) {
+            let stale = known.get(&bucket).probed_at_ms > 0;
+            if !probe_and_remember(&client, &ledger, &endpoint, &bucket, &prefix, &known).await
+                && stale
+            {
+                waiting.push((bucket, now + RETRY_STALE));
             }
         }
-        pending = still;
     }
+}
+
+/// Pure: the buckets to probe now: never probed, or probed longer ago than
+/// [`super::REMEMBER_FOR`], and not `waiting` after a failed re-probe.
+fn due(
+    all: &[(String, String)],
+    known: &Known,
+    now_ms: u64,
+    waiting: &[(String, tokio::time::Instant)],
+) -> Vec<(String, String)> {
+    all.iter()
+        .filter(|(b, _)| !known.get(b).fresh(now_ms))
+        .filter(|(b, _)| !waiting.iter().any(|(w, _)| w == b))
+        .cloned()
+        .collect()
 }
 
 async fn probe_and_remember(
@@ -371,6 +398,37 @@ async fn probe_complete(client: &Client, bucket: &str, key: &str) -> Result<Supp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_probed_again_when_unknown_or_a_day_old() {
+        let all = vec![
+            ("fresh".to_owned(), "p/".to_owned()),
+            ("stale".to_owned(), "".to_owned()),
+            ("never".to_owned(), "".to_owned()),
+            ("failed".to_owned(), "".to_owned()),
+        ];
+        let now_ms = 10 * super::super::REMEMBER_FOR.as_millis() as u64;
+        let known = Known::default();
+        let at = |ms| Capabilities {
+            probed_at_ms: ms,
+            ..Capabilities::full()
+        };
+        known.set("fresh", at(now_ms - 1_000));
+        known.set(
+            "stale",
+            at(now_ms - super::super::REMEMBER_FOR.as_millis() as u64),
+        );
+        known.set("failed", at(1));
+        let waiting = vec![(
+            "failed".to_owned(),
+            tokio::time::Instant::now() + RETRY_STALE,
+        )];
+        let names: Vec<String> = due(&all, &known, now_ms, &waiting)
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(names, ["stale", "never"]);
+    }
 
     #[test]
     fn each_bucket_is_probed_once_below_the_prefix_of_its_first_inbox() {
