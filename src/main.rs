@@ -654,7 +654,8 @@ async fn check_all(settings: Settings, folders: Folders) -> ExitCode {
     let mut probed: Vec<String> = Vec::new();
     for (inbox, mut problems) in settings.inboxes.iter().zip(inbox_problems) {
         let target = format!("s3://{}/{}", inbox.bucket, inbox.prefix);
-        let reachable = inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix).await;
+        let reachable =
+            inboxd::upload::s3::probe(&client, &inbox.bucket, &inbox.prefix, &inbox.object).await;
         let server = match reachable {
             Err(e) => {
                 let endpoint = settings.s3.endpoint.as_deref().unwrap_or("AWS S3");

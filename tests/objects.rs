@@ -318,3 +318,31 @@ async fn bad_templates_and_options_are_config_errors_naming_the_key() {
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("needs sse = \"aws:kms\""), "{out}");
 }
+
+/// `inboxd check` tries the inbox's object options on the server (a multipart upload started
+/// with them and aborted): a refused one is named at install time, not at the first file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_an_option_the_server_refuses() {
+    let s3 = TestS3::start().await;
+    let good = Daemon::new(
+        &s3,
+        Setup::new().inbox_set("storage_class", &toml_str("REDUCED_REDUNDANCY")),
+    );
+    let out = good.check().await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let bad = Daemon::new(
+        &s3,
+        Setup::new().inbox_set("storage_class", &toml_str("STANDARD_IA")),
+    );
+    let out = bad.check().await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stdout
+            .contains(r#"the server refuses this inbox's storage_class = "STANDARD_IA""#),
+        "{out}"
+    );
+    assert!(
+        s3.open_uploads().is_empty(),
+        "the check leaves nothing behind"
+    );
+}

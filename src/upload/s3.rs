@@ -462,7 +462,12 @@ pub async fn head(client: &Client, bucket: &str, key: &str) -> Result<Option<Hea
 /// Probes a bucket as `inboxd check` does: reachable with these credentials (HeadBucket), and
 /// writable without leaving anything behind (start a multipart upload under the prefix and
 /// abort it at once).
-pub async fn probe(client: &Client, bucket: &str, prefix: &str) -> Result<(), String> {
+pub async fn probe(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    object: &super::object::ObjectSettings,
+) -> Result<(), String> {
     let head = client.head_bucket().bucket(bucket).send().await;
     if let Err(e) = &head
         && e.code().is_none()
@@ -501,13 +506,24 @@ pub async fn probe(client: &Client, bucket: &str, prefix: &str) -> Result<(), St
         }
     })?;
     let key = format!("{prefix}.inboxd-check");
-    let created = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| format!("not writable: {}", failure(&e)))?;
+    // With the inbox's object options (storage class, encryption, tags, …): a server that
+    // refuses one says so here, at install time, rather than at the first file.
+    let facts = super::template::Facts {
+        rel: ".inboxd-check",
+        inbox: "",
+        host: crate::run::host_name(),
+        found_at: 0,
+        sha256_hex: "",
+    };
+    let dress = object.dress(Path::new(".inboxd-check"), &facts);
+    let create = client.create_multipart_upload().bucket(bucket).key(&key);
+    let created = dressed!(create, &dress).send().await.map_err(|e| {
+        let f = failure(&e);
+        match object.refused_option(f.code.as_deref(), &f.message) {
+            Some(option) => format!("the server refuses this inbox's {option}: {f}"),
+            None => format!("not writable: {f}"),
+        }
+    })?;
     if let Some(id) = created.upload_id() {
         client
             .abort_multipart_upload()

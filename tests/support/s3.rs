@@ -692,6 +692,13 @@ impl S3 for FaultyFs {
                 .map(|c| c.as_str().to_owned()),
             sse_kms_key_id: req.input.ssekms_key_id.clone(),
         };
+        // AWS refuses a storage class it does not have already here (s3s-fs only at
+        // PutObject): behave like it, so that `inboxd check` can be tested against it.
+        if let Some(class) = &req.input.storage_class
+            && !["STANDARD", "REDUCED_REDUNDANCY"].contains(&class.as_str())
+        {
+            return Err(S3Error::new(S3ErrorCode::InvalidStorageClass));
+        }
         let res = self.inner.create_multipart_upload(req).await;
         if res.is_ok() && !is_probe(Some(&key)) {
             lock(&self.stats.options).insert(key.clone(), options);
