@@ -37,14 +37,16 @@
 //! blocking file-system calls off the async workers under a time limit. [`config`] loads and
 //! validates the TOML file; [`shutdown`] turns signals into cancellation and reload requests;
 //! [`telemetry`] sets up logging (and escapes names for it); [`mounts`] tells whether moving to
-//! done/ or failed/ can be a rename; [`preflight`] is the local half of `inboxd check` (can the
-//! service user use every folder); [`progress`] draws `inboxd once`'s progress bar on a
+//! done/ or failed/ can be a rename; [`check`] is `inboxd check` (folders as the service user,
+//! buckets, server capabilities), of which [`preflight`] is the local half (can the service
+//! user use every folder); [`progress`] draws `inboxd once`'s progress bar on a
 //! terminal. [`ops`] serves what the daemon does (metrics, health, status, the ledger) on the
 //! operations listener, and [`operator`] holds the commands that ask it (`status`, `ledger`)
 //! or work beside it (`retry`).
 
 pub mod batch;
 pub mod beneath;
+pub mod check;
 pub mod claims;
 pub mod cluster;
 pub mod config;

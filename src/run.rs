@@ -194,6 +194,12 @@ pub fn retries() -> u64 {
     RETRIES.load(Ordering::Relaxed)
 }
 
+/// Exit code: something outside the configuration is missing or refuses (a folder, the
+/// bucket, the credentials, the ledger in use, a file that did not make it for `once`).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit code: the configuration or the command line is wrong.
+pub const EXIT_CONFIG_ERROR: u8 = 2;
+
 /// This machine's host name (`{host}` in key templates), read once.
 pub fn host_name() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
