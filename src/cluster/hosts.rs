@@ -9,6 +9,12 @@ use tokio::time::Instant;
 
 use crate::settle::Signature;
 
+/// How often the heartbeat is refreshed: every few seconds, and often enough that a live
+/// host never looks dead (several beats per `claim_timeout`).
+pub fn heartbeat_every(claim_timeout: Duration) -> Duration {
+    (claim_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 /// What this host knows of the others on one shared inbox.
 ///
 /// A host is alive while its heartbeat file keeps changing. Its age is measured here, from
@@ -177,5 +183,18 @@ mod tests {
         assert!(s.seen(Path::new("/x"), sig(1), Duration::ZERO, t0));
         s.keep_only(&[]);
         assert!(s.stable.is_empty());
+    }
+
+    #[test]
+    fn heartbeats_come_several_times_per_timeout() {
+        assert_eq!(
+            heartbeat_every(Duration::from_secs(120)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            heartbeat_every(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert!(heartbeat_every(Duration::from_secs(1)) >= Duration::from_millis(100));
     }
 }

@@ -39,7 +39,7 @@ use crate::config::{ClusterSettings, InboxSettings};
 use crate::run::Mode;
 use crate::settle::{Kind, ReadyFile, Signature};
 use crate::stall::FsGuard;
-pub use hosts::{HostView, Hosts, Sweep};
+pub use hosts::{HostView, Hosts, Sweep, heartbeat_every};
 use share::{Looked, look_at};
 
 /// The folder inside a shared inbox that holds claims and heartbeats.
@@ -54,12 +54,6 @@ fn heartbeat_of(host: &str) -> PathBuf {
     Path::new(DIR).join("hosts").join(host)
 }
 
-/// How often the heartbeat is refreshed: every few seconds, and often enough that a live
-/// host never looks dead (several beats per `claim_timeout`).
-pub fn heartbeat_every(claim_timeout: Duration) -> Duration {
-    (claim_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
-}
-
 pub struct ClusterStage {
     pub inboxes: Arc<Vec<InboxSettings>>,
     pub settings: ClusterSettings,
@@ -68,6 +62,24 @@ pub struct ClusterStage {
     pub mode: Mode,
     /// Where the hosts seen on each shared inbox are shown (`/status`, metrics).
     pub ops: Arc<crate::ops::Ops>,
+}
+
+/// The cluster stage's running state.
+struct Round {
+    me: String,
+    nonce: String,
+    every: Duration,
+    beats: u64,
+    last_beat: Option<Instant>,
+    /// Per inbox (shared ones used).
+    hosts: Vec<Hosts>,
+    sweep: Sweep,
+    twin_warned: bool,
+    /// Inboxes with `shared = true`: heartbeats, hosts, takeovers.
+    shared: Vec<usize>,
+    /// Those, and inboxes whose claim folder of this host is left from when they were shared:
+    /// this host's claimed files there are offered again.
+    swept: Vec<usize>,
 }
 
 impl ClusterStage {
@@ -81,21 +93,8 @@ impl ClusterStage {
             .filter(|&i| self.inboxes[i].shared)
             .collect();
         let me = self.settings.host_id.clone();
-        // An inbox no longer shared may still hold files this host claimed while it was:
-        // they are finished here like any claimed file (otherwise they would wait, hidden,
-        // for good).
         let mut swept = shared.clone();
-        for i in (0..self.inboxes.len()).filter(|i| !shared.contains(i)) {
-            let (root, sub) = (self.inboxes[i].path.clone(), claims_of(&me));
-            let held = self.guards[i]
-                .run(move || beneath::metadata(&root, &sub).is_ok())
-                .await;
-            if held == Ok(true) {
-                tracing::info!(inbox = %self.inboxes[i].name,
-                    "this host's claim folder is still here from when the inbox was shared; its files are finished as usual");
-                swept.push(i);
-            }
-        }
+        swept.extend(self.formerly_shared(&shared, &me).await);
         if swept.is_empty() {
             while let Some(f) = input.recv().await {
                 if output.send(f).await.is_err() {
@@ -104,37 +103,31 @@ impl ClusterStage {
             }
             return;
         }
-        // Tells this process's heartbeat from another host's that uses the same host_id.
-        let nonce = format!("{:016x}", fastrand::u64(..));
         let every = heartbeat_every(self.settings.claim_timeout);
-        let mut beats = 0u64;
-        let mut last_beat: Option<Instant> = None;
-        let mut hosts: Vec<Hosts> = self.inboxes.iter().map(|_| Hosts::default()).collect();
-        let mut sweep = Sweep::default();
-        let mut twin_warned = false;
+        let mut r = Round {
+            me,
+            // Tells this process's heartbeat from another host's that uses the same host_id.
+            nonce: format!("{:016x}", fastrand::u64(..)),
+            every,
+            beats: 0,
+            last_beat: None,
+            hosts: self.inboxes.iter().map(|_| Hosts::default()).collect(),
+            sweep: Sweep::default(),
+            twin_warned: false,
+            shared,
+            swept,
+        };
         let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        if self.mode == Mode::Once {
-            // Claims left by an earlier run of this host: they were complete when claimed.
-            beats += 1;
-            self.beat(&shared, &me, &nonce, beats).await;
-            last_beat = Some(Instant::now());
-            for &i in &swept {
-                if let Some(l) = self.look(i, &me).await {
-                    for (at, rel, sig) in l.mine {
-                        if !self.offer(i, at, rel, sig, &output).await {
-                            return;
-                        }
-                    }
-                }
-            }
+        if self.mode == Mode::Once && !self.once_leftovers(&mut r, &output).await {
+            return;
         }
         loop {
             tokio::select! {
                 f = input.recv() => {
                     let Some(f) = f else { break };
                     let f = if self.inboxes[f.inbox].shared {
-                        match self.claim(f, &me).await {
+                        match self.claim(f, &r.me).await {
                             Some(f) => f,
                             None => continue,
                         }
@@ -146,66 +139,117 @@ impl ClusterStage {
                     }
                 }
                 _ = tick.tick(), if !intake.is_cancelled() => {
-                    let now = Instant::now();
-                    if last_beat.is_none_or(|t| now.duration_since(t) >= every) {
-                        beats += 1;
-                        self.beat(&shared, &me, &nonce, beats).await;
-                        last_beat = Some(now);
+                    if !self.tick(&mut r, &output).await {
+                        return;
                     }
-                    let mut seen = Vec::new();
-                    for &i in &swept {
-                        let Some(l) = self.look(i, &me).await else { continue };
-                        let now = Instant::now();
-                        let is_shared = self.inboxes[i].shared;
-                        for (host, content, claimed) in l.hosts.iter().filter(|_| is_shared) {
-                            if *host == me {
-                                // Our own file holds another process's nonce: a second host
-                                // with this host_id writes here too.
-                                if !content.is_empty()
-                                    && !content.starts_with(nonce.as_bytes())
-                                    && !twin_warned
-                                {
-                                    twin_warned = true;
-                                    tracing::error!(inbox = %self.inboxes[i].name, host_id = %me,
-                                        "another inboxd uses this host_id on this share: give each host its own [cluster] host_id");
-                                }
-                                continue;
-                            }
-                            hosts[i].observe(host, content, *claimed, now);
-                        }
-                        if is_shared {
-                            let own = l.mine.len();
-                            hosts[i].observe(&me, nonce.as_bytes(), own, now);
-                            self.ops.hosts(i, hosts[i].view(self.settings.claim_timeout, now));
-                        }
-                        if self.mode == Mode::Daemon {
-                            let dead = if is_shared {
-                                hosts[i].dead(&me, self.settings.claim_timeout, now)
-                            } else {
-                                Vec::new()
-                            };
-                            for dead in dead {
-                                self.take_over(i, &dead, &me).await;
-                            }
-                            for (at, rel, sig) in l.mine {
-                                let path = self.inboxes[i].path.join(&at);
-                                seen.push(path.clone());
-                                if self.claims.busy(&path, now).is_some() {
-                                    continue;
-                                }
-                                if sweep.seen(&path, sig, self.inboxes[i].settle, now) {
-                                    sweep.offered(&path);
-                                    if !self.offer(i, at, rel, sig, &output).await {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    sweep.keep_only(&seen);
                 }
             }
         }
+    }
+
+    /// Inboxes no longer shared that still hold this host's claim folder from when they were:
+    /// its files are finished here like any claimed file (otherwise they would wait, hidden,
+    /// for good).
+    async fn formerly_shared(&self, shared: &[usize], me: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        for i in (0..self.inboxes.len()).filter(|i| !shared.contains(i)) {
+            let (root, sub) = (self.inboxes[i].path.clone(), claims_of(me));
+            let held = self.guards[i]
+                .run(move || beneath::metadata(&root, &sub).is_ok())
+                .await;
+            if held == Ok(true) {
+                tracing::info!(inbox = %self.inboxes[i].name,
+                    "this host's claim folder is still here from when the inbox was shared; its files are finished as usual");
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// `once`: one heartbeat, then this host's claims left by an earlier run, at once (they
+    /// were complete when claimed). False when downstream has gone away.
+    async fn once_leftovers(&self, r: &mut Round, output: &mpsc::Sender<ReadyFile>) -> bool {
+        self.heartbeat(r, Instant::now()).await;
+        for &i in &r.swept {
+            if let Some(l) = self.look(i, &r.me).await {
+                for (at, rel, sig) in l.mine {
+                    if !self.offer(i, at, rel, sig, output).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Refreshes the heartbeat when it is due.
+    async fn heartbeat(&self, r: &mut Round, now: Instant) {
+        if r.last_beat.is_none_or(|t| now.duration_since(t) >= r.every) {
+            r.beats += 1;
+            self.beat(&r.shared, &r.me, &r.nonce, r.beats).await;
+            r.last_beat = Some(now);
+        }
+    }
+
+    /// One round: heartbeat; per inbox, the hosts seen, takeovers of dead ones (daemon), and
+    /// this host's claimed files offered again once still. False when downstream has gone.
+    async fn tick(&self, r: &mut Round, output: &mpsc::Sender<ReadyFile>) -> bool {
+        self.heartbeat(r, Instant::now()).await;
+        let mut seen = Vec::new();
+        for i in r.swept.clone() {
+            let Some(l) = self.look(i, &r.me).await else {
+                continue;
+            };
+            let now = Instant::now();
+            if self.inboxes[i].shared {
+                self.observe(r, i, &l, now);
+            }
+            if self.mode != Mode::Daemon {
+                continue;
+            }
+            if self.inboxes[i].shared {
+                for dead in r.hosts[i].dead(&r.me, self.settings.claim_timeout, now) {
+                    self.take_over(i, &dead, &r.me).await;
+                }
+            }
+            for (at, rel, sig) in l.mine {
+                let path = self.inboxes[i].path.join(&at);
+                seen.push(path.clone());
+                if self.claims.busy(&path, now).is_some() {
+                    continue;
+                }
+                if r.sweep.seen(&path, sig, self.inboxes[i].settle, now) {
+                    r.sweep.offered(&path);
+                    if !self.offer(i, at, rel, sig, output).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        r.sweep.keep_only(&seen);
+        true
+    }
+
+    /// What a look at shared inbox `i` says about the hosts: fed to [`Hosts`] and shown.
+    fn observe(&self, r: &mut Round, i: usize, l: &Looked, now: Instant) {
+        for (host, content, claimed) in &l.hosts {
+            if *host == r.me {
+                // Our own file holds another process's nonce: a second host with this
+                // host_id writes here too.
+                if !content.is_empty() && !content.starts_with(r.nonce.as_bytes()) && !r.twin_warned
+                {
+                    r.twin_warned = true;
+                    tracing::error!(inbox = %self.inboxes[i].name, host_id = %r.me,
+                        "another inboxd uses this host_id on this share: give each host its own [cluster] host_id");
+                }
+                continue;
+            }
+            r.hosts[i].observe(host, content, *claimed, now);
+        }
+        let (me, nonce) = (r.me.clone(), r.nonce.clone());
+        r.hosts[i].observe(&me, nonce.as_bytes(), l.mine.len(), now);
+        self.ops
+            .hosts(i, r.hosts[i].view(self.settings.claim_timeout, now));
     }
 
     /// Claims `f` for this host. `None`: not claimed now (another host has it, or it is
@@ -347,23 +391,5 @@ impl ClusterStage {
                 timeout = %humantime::format_duration(self.settings.claim_timeout),
                 "took over the claimed files of a host whose heartbeat stopped");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeats_come_several_times_per_timeout() {
-        assert_eq!(
-            heartbeat_every(Duration::from_secs(120)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            heartbeat_every(Duration::from_secs(2)),
-            Duration::from_millis(500)
-        );
-        assert!(heartbeat_every(Duration::from_secs(1)) >= Duration::from_millis(100));
     }
 }
