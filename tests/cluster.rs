@@ -278,3 +278,41 @@ async fn once_on_a_shared_inbox_claims_and_finishes() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert_each_once(&s3, &inbox, &files).await;
 }
+
+/// Host a is alive but its claimed file is taken over while it uploads it (as when a's
+/// heartbeat stood still for claim_timeout: a hung share, a stopped process). a lets go
+/// without a fight (the file is gone from its claim folder: it goes round again there and
+/// is not found; no ERROR); b finishes the file, finding a's object (or a finds b's) instead
+/// of storing a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_claim_was_taken_over_lets_go() {
+    let s3 = TestS3::start().await;
+    s3.push(
+        Op::PutObject,
+        Fault::delay(Duration::from_millis(1500)).always(),
+    );
+    let mut a = Daemon::new(&s3, host("a", None, "events"));
+    let inbox = a.inbox().clone();
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
+    a.start();
+    let bytes = content(400, 4_000);
+    inbox.drop("slow.pdf", &bytes);
+    let claimed = inbox.path.join(".inboxd/claims/a/slow.pdf");
+    wait_until(TIMEOUT, "a holds its claim", || claimed.is_file()).await;
+    // The takeover, as host b makes it: the same rename into b's claim folder; then b runs.
+    let taken = inbox.path.join(".inboxd/claims/b/slow.pdf");
+    std::fs::create_dir_all(taken.parent().unwrap()).unwrap();
+    std::fs::rename(&claimed, &taken).unwrap();
+    b.start();
+    wait_until(TIMEOUT, "the file in done/", || inbox.in_done("slow.pdf")).await;
+    a.stop().await;
+    b.stop().await;
+    assert_each_once(&s3, &inbox, &[("slow.pdf".to_owned(), bytes)]).await;
+    for d in [&a, &b] {
+        assert!(errors(d).is_empty(), "{:?}", errors(d));
+        assert!(
+            !d.all_stdout().contains("took over"),
+            "b is alive: no takeover"
+        );
+    }
+}

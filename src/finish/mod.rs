@@ -280,6 +280,9 @@ impl FinishStage {
                         self.claims.defer(path, Instant::now() + STUCK_RETRY);
                         (Fate::Deferred, self.count(o, Fate::Deferred))
                     }
+                    Err(e) if self.taken_over(o, &e) => {
+                        (Fate::Requeued, self.count(o, Fate::Requeued))
+                    }
                     Err(e) => {
                         // Not failed yet in the counts' sense: a file counted failed is in
                         // failed/. It stays in the inbox and its move is tried again.
@@ -334,6 +337,21 @@ impl FinishStage {
         }
     }
 
+    /// A claimed file (shared inbox) gone from this host's claim folder when it is to be
+    /// moved: another host took it over (this host's heartbeat had stood still for
+    /// `claim_timeout`: a hung share, a stopped process). That host finishes it, and its
+    /// upload finds this host's object instead of storing a second one; this host lets go
+    /// without a fight (no retry, no ERROR), said once.
+    fn taken_over(&self, o: &Outcome, e: &std::io::Error) -> bool {
+        if e.kind() != std::io::ErrorKind::NotFound || o.file.at == o.file.rel {
+            return false;
+        }
+        tracing::warn!(inbox = %self.inboxes[o.file.inbox].name, path = %escape(&o.file.rel),
+            "another host took this file over while it was in flight here; that host finishes it");
+        self.claims.release(&o.file.path);
+        true
+    }
+
     /// `existed`: None for a duplicate of a finished file, else whether the object was
     /// already in the bucket before this attempt.
     fn after_done(
@@ -363,6 +381,7 @@ impl FinishStage {
                 };
                 self.after_move(o, rec, State::Finished, fate, moved)
             }
+            Err(e) if self.taken_over(o, &e) => (Fate::Requeued, self.count(o, Fate::Requeued)),
             Err(e) => {
                 // The upload is recorded; only the move failed. Leave the file in the inbox:
                 // the next attempt sees "uploaded" in the ledger and only moves it.

@@ -325,6 +325,23 @@ pub struct ObjectOptions {
     pub sse_kms_key_id: Option<String>,
 }
 
+impl ObjectOptions {
+    /// From the fields PutObject and CreateMultipartUpload share.
+    fn of(
+        tagging: &Option<String>,
+        storage_class: &Option<s3s::dto::StorageClass>,
+        sse: &Option<s3s::dto::ServerSideEncryption>,
+        kms_key: &Option<String>,
+    ) -> Self {
+        ObjectOptions {
+            tagging: tagging.clone(),
+            storage_class: storage_class.as_ref().map(|c| c.as_str().to_owned()),
+            sse: sse.as_ref().map(|c| c.as_str().to_owned()),
+            sse_kms_key_id: kms_key.clone(),
+        }
+    }
+}
+
 impl Stats {
     fn request(&self, target: &Target) {
         *lock(&self.requests).entry(target.op).or_default() += 1;
@@ -592,20 +609,12 @@ impl S3 for FaultyFs {
             req.input.checksum_sha256 = None;
         }
         let key = req.input.key.clone();
-        let options = ObjectOptions {
-            tagging: req.input.tagging.clone(),
-            storage_class: req
-                .input
-                .storage_class
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            sse: req
-                .input
-                .server_side_encryption
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            sse_kms_key_id: req.input.ssekms_key_id.clone(),
-        };
+        let options = ObjectOptions::of(
+            &req.input.tagging,
+            &req.input.storage_class,
+            &req.input.server_side_encryption,
+            &req.input.ssekms_key_id,
+        );
         let sse = req.input.server_side_encryption.clone();
         let mut res = self.inner.put_object(req).await;
         if let Ok(out) = res.as_mut() {
@@ -678,20 +687,12 @@ impl S3 for FaultyFs {
             req.input.checksum_algorithm = None;
         }
         let key = req.input.key.clone();
-        let options = ObjectOptions {
-            tagging: req.input.tagging.clone(),
-            storage_class: req
-                .input
-                .storage_class
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            sse: req
-                .input
-                .server_side_encryption
-                .as_ref()
-                .map(|c| c.as_str().to_owned()),
-            sse_kms_key_id: req.input.ssekms_key_id.clone(),
-        };
+        let options = ObjectOptions::of(
+            &req.input.tagging,
+            &req.input.storage_class,
+            &req.input.server_side_encryption,
+            &req.input.ssekms_key_id,
+        );
         // AWS refuses a storage class it does not have already here (s3s-fs only at
         // PutObject): behave like it, so that `inboxd check` can be tested against it.
         if let Some(class) = &req.input.storage_class
