@@ -9,26 +9,8 @@ use std::time::Duration;
 use support::http::{get, listener_url};
 use support::s3::{BUCKET, Fault, Op, TestS3};
 use support::{
-    Daemon, Inbox, Setup, TIMEOUT, content, files_under, strip_ansi, toml_str, wait_until,
+    Daemon, Inbox, TIMEOUT, content, files_under, shared_host as host, strip_ansi, wait_until,
 };
-
-/// A setup for host `id` on the shared inbox of `first` (or a fresh one when `None`).
-fn host(id: &str, first: Option<&Inbox>, watch: &str) -> Setup {
-    let mut s = Setup::new()
-        .inbox_set("shared", "true")
-        .inbox_set("watch", &toml_str(watch))
-        .set("cluster", "host_id", &toml_str(id))
-        .set("cluster", "claim_timeout", &toml_str("3s"))
-        .set("watch", "poll_interval", &toml_str("200ms"));
-    if let Some(inbox) = first {
-        s = s
-            .inbox_set("name", &toml_str(&inbox.name))
-            .inbox_set("path", &toml_str(&inbox.path.to_string_lossy()))
-            .inbox_set("done_dir", &toml_str(&inbox.done.to_string_lossy()))
-            .inbox_set("failed_dir", &toml_str(&inbox.failed.to_string_lossy()));
-    }
-    s
-}
 
 /// Files of the inbox that are not inboxd's own bookkeeping (`.inboxd/`).
 fn waiting(inbox: &Inbox) -> Vec<String> {

@@ -147,7 +147,8 @@ against_both!(
     recognises_its_own_object_after_a_crash_before_the_move,
     recognises_its_own_object_after_the_ledger_is_lost,
     keys_with_url_and_xml_special_and_non_ascii_characters,
-    templated_keys_and_object_options;
+    templated_keys_and_object_options,
+    a_dead_hosts_upload_is_recognised_by_the_host_that_takes_over;
     own: every_file_arrives_after_an_outage,
 );
 
@@ -602,6 +603,44 @@ async fn templated_keys_and_object_options(server: Server) {
         Server::Fs { .. } => assert_eq!(unconfirmed, 0),
         Server::Garage { .. } => assert_eq!(unconfirmed, 1, "said once, not per file"),
     }
+}
+
+/// Several hosts on one share (issue 12), the bucket's side: host a dies right after its
+/// upload, before anything is recorded or moved. Host b takes its claim over and must see
+/// that the object is already there with the same SHA-256: on s3s-fs through the create-only
+/// write's 412, on Garage (which ignores If-None-Match) through the look before the write.
+/// Either way the file goes to done/ without a second upload.
+async fn a_dead_hosts_upload_is_recognised_by_the_host_that_takes_over(server: Server) {
+    let backend = server.backend();
+    let mut a = Daemon::with_backend(&backend, support::shared_host("a", None, "events"));
+    let inbox = a.inbox().clone();
+    let bytes = content(70, 30_000);
+    inbox.drop("scan.pdf", &bytes);
+    a.start_with_env(&[("INBOXD_FAILPOINT", "after-upload")]);
+    let status = a.wait_exit(TIMEOUT).await;
+    assert!(
+        !status.success(),
+        "the failpoint aborts host a after its upload"
+    );
+    backend.assert_object(&inbox.key("scan.pdf"), &bytes).await;
+    assert!(!inbox.in_done("scan.pdf"), "not moved before the crash");
+
+    let mut b = Daemon::with_backend(&backend, support::shared_host("b", Some(&inbox), "events"));
+    b.start();
+    wait_handled(&inbox, &["scan.pdf"]).await;
+    b.stop().await;
+    inbox.assert_done("scan.pdf", &bytes);
+    inbox.assert_no_failures();
+    backend.assert_object(&inbox.key("scan.pdf"), &bytes).await;
+    backend.assert_keys(&[&inbox.key("scan.pdf")]).await;
+    let log = strip_ansi(&b.all_stdout());
+    assert!(log.contains("took over the claimed files"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("uploaded") && l.contains("already_there=true")),
+        "host b recognised host a's object instead of storing it again:\n{log}"
+    );
+    assert!(!log.contains(" ERROR "), "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,6 +138,26 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A setup for host (several hosts, one share: `shared = true`, claim_timeout 3 s) `id` on the shared inbox of `first` (or a fresh one when `None`).
+pub fn shared_host(id: &str, first: Option<&Inbox>, watch: &str) -> Setup {
+    let mut s = Setup::new()
+        .inbox_set("shared", "true")
+        .inbox_set("watch", &toml_str(watch))
+        .set("cluster", "host_id", &toml_str(id))
+        .set("cluster", "claim_timeout", &toml_str("3s"))
+        .set("watch", "poll_interval", &toml_str("200ms"));
+    if let Some(inbox) = first {
+        s = s
+            .inbox_set("name", &toml_str(&inbox.name))
+            .inbox_set("prefix", &toml_str(&inbox.prefix))
+            .inbox_set("bucket", &toml_str(&inbox.bucket))
+            .inbox_set("path", &toml_str(&inbox.path.to_string_lossy()))
+            .inbox_set("done_dir", &toml_str(&inbox.done.to_string_lossy()))
+            .inbox_set("failed_dir", &toml_str(&inbox.failed.to_string_lossy()));
+    }
+    s
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config builder
 // ---------------------------------------------------------------------------------------------
