@@ -298,3 +298,58 @@ async fn a_host_whose_claim_was_taken_over_lets_go() {
         );
     }
 }
+
+/// Odd files in a shared inbox (a FIFO, a link to a file outside): claimed by one host,
+/// never opened or followed, moved to failed/ as themselves with a reason; nothing in the
+/// bucket, no ERROR on either host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_files_in_a_shared_inbox_go_to_failed_once() {
+    let s3 = TestS3::start().await;
+    let mut a = Daemon::new(&s3, host("a", None, "events"));
+    let inbox = a.inbox().clone();
+    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
+    a.start();
+    b.start();
+    support::mkfifo(&inbox.file("pipe.pdf"));
+    let secret = a.dir().join("secret.txt");
+    std::fs::write(&secret, b"not for the bucket").unwrap();
+    std::os::unix::fs::symlink(&secret, inbox.file("link.pdf")).unwrap();
+    // (`is_failed` opens what it finds: not for a FIFO.)
+    wait_until(TIMEOUT, "both in failed/ with their reasons", || {
+        let f = inbox.failed_files();
+        [
+            "pipe.pdf",
+            "pipe.pdf.reason.txt",
+            "link.pdf",
+            "link.pdf.reason.txt",
+        ]
+        .iter()
+        .all(|n| f.iter().any(|x| x == n))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    let failed = inbox.failed.join("pipe.pdf");
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(
+            &std::fs::symlink_metadata(&failed).unwrap().file_type()
+        ),
+        "moved as the FIFO"
+    );
+    assert_eq!(
+        std::fs::read_link(inbox.failed.join("link.pdf")).unwrap(),
+        secret,
+        "moved as the link"
+    );
+    assert_eq!(
+        inbox.failed_files().len(),
+        4,
+        "each once, with its reason: {:?}",
+        inbox.failed_files()
+    );
+    assert!(s3.list(BUCKET).await.is_empty());
+    assert!(waiting(&inbox).is_empty(), "{:?}", waiting(&inbox));
+    for d in [&a, &b] {
+        assert!(errors(d).is_empty(), "{:?}", errors(d));
+    }
+}

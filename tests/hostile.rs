@@ -27,13 +27,6 @@ fn exists_here(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path that lives across the call.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    assert_eq!(rc, 0, "mkfifo {}", path.display());
-}
-
 /// A link moved into failed/ as the link: same target text, a reason naming the target.
 #[track_caller]
 fn assert_link_failed(failed: &Path, rel: &str, points_to: &Path) {
@@ -203,12 +196,12 @@ async fn fifos_and_sockets_go_to_failed_unopened() {
     let s3 = TestS3::start().await;
     let mut daemon = Daemon::new(&s3, Setup::new());
     let inbox = daemon.inbox().clone();
-    mkfifo(&inbox.file("pipe.pdf"));
+    support::mkfifo(&inbox.file("pipe.pdf"));
     let _listener = std::os::unix::net::UnixListener::bind(inbox.file("sock")).unwrap();
     daemon.start();
     // A FIFO that appears later, with nobody ever writing to it: opening it for reading
     // would block for good.
-    mkfifo(&inbox.file("late.pdf"));
+    support::mkfifo(&inbox.file("late.pdf"));
     let after = content(7, 12_000);
     inbox.drop("after.pdf", &after);
     wait_until(
@@ -265,7 +258,7 @@ async fn specials_and_links_with_failed_on_another_file_system() {
     fs::create_dir_all(&folder).unwrap();
     fs::write(folder.join("inside.pdf"), content(9, 1_000)).unwrap();
 
-    mkfifo(&inbox.file("pipe.pdf"));
+    support::mkfifo(&inbox.file("pipe.pdf"));
     let _listener = std::os::unix::net::UnixListener::bind(inbox.file("sock")).unwrap();
     symlink(&secret, inbox.file("link.pdf")).unwrap();
     symlink(&folder, inbox.file("folder-link")).unwrap();

@@ -158,6 +158,14 @@ pub fn shared_host(id: &str, first: Option<&Inbox>, watch: &str) -> Setup {
     s
 }
 
+/// Makes a FIFO at `path` (a writer's odd file: opening it would block).
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path that lives across the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config builder
 // ---------------------------------------------------------------------------------------------
