@@ -159,42 +159,84 @@ fn walk_nofollow(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<O
     Ok(rustix::fs::openat(at, last, flags, Mode::empty())?)
 }
 
+/// A folder reached below a root: the root itself (borrowed, so a file at the top needs no
+/// duplicated descriptor) or a sub-folder opened for the purpose.
+enum Dir<'a> {
+    Root(BorrowedFd<'a>),
+    Sub(OwnedFd),
+}
+
+impl AsFd for Dir<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Dir::Root(fd) => *fd,
+            Dir::Sub(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// The folder holding `rel` (opened `O_PATH`, beneath the root) and `rel`'s last name.
-fn parent_of<'a>(root: &OwnedFd, rel: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
+fn parent_of<'a, 'r>(root: &'r OwnedFd, rel: &'a Path) -> io::Result<(Dir<'r>, &'a OsStr)> {
     check_rel(rel)?;
     let name = rel
         .file_name()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let parent = match rel.parent() {
         Some(p) if !p.as_os_str().is_empty() => {
-            resolve(root.as_fd(), p, OFlags::PATH | OFlags::DIRECTORY)?
+            Dir::Sub(resolve(root.as_fd(), p, OFlags::PATH | OFlags::DIRECTORY)?)
         }
-        _ => root.try_clone()?,
+        _ => Dir::Root(root.as_fd()),
     };
     Ok((parent, name))
+}
+
+/// A root folder (an inbox, done/ or failed/) opened once for several calls below it: a
+/// group of looks in settle pays for resolving the configured path once, not per file.
+pub struct Root(OwnedFd);
+
+impl Root {
+    pub fn open(root: &Path) -> io::Result<Root> {
+        open_root(root).map(Root)
+    }
+
+    /// [`metadata`] below this root.
+    pub fn metadata(&self, rel: &Path) -> io::Result<std::fs::Metadata> {
+        let fd = resolve(self.0.as_fd(), rel, OFlags::PATH)?;
+        File::from(fd).metadata()
+    }
+
+    /// [`read_link`] below this root.
+    pub fn read_link(&self, rel: &Path) -> io::Result<PathBuf> {
+        let (parent, name) = parent_of(&self.0, rel)?;
+        let target = rustix::fs::readlinkat(&parent, name, Vec::new())?;
+        Ok(PathBuf::from(OsStr::from_bytes(target.to_bytes())))
+    }
+
+    /// [`open_file`] below this root, with the open file's metadata (taken after the open,
+    /// so it describes exactly what will be read).
+    pub fn open_file(&self, rel: &Path) -> io::Result<(File, std::fs::Metadata)> {
+        let (parent, name) = parent_of(&self.0, rel)?;
+        open_regular_at(parent.as_fd(), name)
+    }
 }
 
 /// `lstat` of `root/rel`: a link anywhere above the last component is an error; a link as
 /// the last component is described, never followed.
 pub fn metadata(root: &Path, rel: &Path) -> io::Result<std::fs::Metadata> {
-    let root = open_root(root)?;
-    let fd = resolve(root.as_fd(), rel, OFlags::PATH)?;
-    File::from(fd).metadata()
+    Root::open(root)?.metadata(rel)
 }
 
 /// Where the link `root/rel` points (its text; nothing is followed).
 pub fn read_link(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let root = open_root(root)?;
-    let (parent, name) = parent_of(&root, rel)?;
-    let target = rustix::fs::readlinkat(&parent, name, Vec::new())?;
-    Ok(PathBuf::from(OsStr::from_bytes(target.to_bytes())))
+    Root::open(root)?.read_link(rel)
 }
 
 /// Opens `name` in `dir` for reading, only if it is a regular file: checked before the open
 /// (`lstat`) so that FIFOs and devices are never opened, and after it (`fstat`, same inode)
 /// because the entry may have been swapped meanwhile. `O_NONBLOCK` keeps even that swap from
-/// blocking. The returned file is back in blocking mode.
-fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
+/// blocking. The returned file is back in blocking mode; the metadata is the open file's.
+fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::MetadataExt;
     let before = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let kind = Kind::of_raw(FileType::from_raw_mode(before.st_mode));
     if kind != Kind::Regular {
@@ -206,28 +248,28 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let after = rustix::fs::fstat(&fd)?;
-    let kind = Kind::of_raw(FileType::from_raw_mode(after.st_mode));
+    let file = File::from(fd);
+    let after = file.metadata()?;
+    let kind = Kind::of(after.file_type());
     if kind != Kind::Regular {
         return Err(not_regular(kind));
     }
-    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) {
+    if (after.dev(), after.ino()) != (before.st_dev, before.st_ino) {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "the file was replaced while it was opened",
         ));
     }
-    let flags = rustix::fs::fcntl_getfl(&fd)?;
-    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
-    Ok(File::from(fd))
+    // F_SETFL changes only the status flags (O_NONBLOCK among them), so setting none clears
+    // O_NONBLOCK without reading the flags first.
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
+    Ok((file, after))
 }
 
 /// Opens the regular file `root/rel` for reading (see the module notes): links, FIFOs,
 /// sockets and devices are refused with `InvalidInput`, never opened.
 pub fn open_file(root: &Path, rel: &Path) -> io::Result<File> {
-    let root = open_root(root)?;
-    let (parent, name) = parent_of(&root, rel)?;
-    open_regular_at(parent.as_fd(), name)
+    Ok(Root::open(root)?.open_file(rel)?.0)
 }
 
 /// An open regular file below an inbox, and where possible a path that names exactly this
@@ -242,11 +284,10 @@ impl Pinned {
     pub fn open(root: &Path, rel: &Path) -> io::Result<Pinned> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
-        let file = open_file(root, rel)?;
+        let (file, ours) = Root::open(root)?.open_file(rel)?;
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         // Without /proc (or with one that says something else) there is no such path: the
         // caller reads the open file itself instead.
-        let ours = file.metadata()?;
         let usable = std::fs::metadata(&path)
             .is_ok_and(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino()) && m.is_file());
         Ok(Pinned {

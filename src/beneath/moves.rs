@@ -244,7 +244,7 @@ fn copy_file_across(
     target: &OsStr,
     mode: u32,
 ) -> io::Result<OsString> {
-    let mut src = open_regular_at(from_dir, from)?;
+    let (mut src, _) = open_regular_at(from_dir, from)?;
     // A fresh name created exclusively (O_EXCL never goes through a link), hidden, and
     // unique per process and attempt so that two moves never share it.
     let (tmp_name, tmp_fd) = {

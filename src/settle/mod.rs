@@ -248,9 +248,16 @@ impl SettleStage {
         async move {
             let looked = guard
                 .run_with_progress(move |progress| {
+                    // The inbox folder is resolved once for the whole group.
+                    let dir = crate::beneath::Root::open(&root);
                     jobs.into_iter()
                         .map(|(path, rel, ask)| {
-                            let look = look_at(&root, &rel, ask, check);
+                            let look = match &dir {
+                                Ok(dir) => look_at(dir, &rel, ask, check),
+                                // No inbox folder (removed, or its share is gone): nothing
+                                // below it is there.
+                                Err(_) => Look::Gone,
+                            };
                             progress.tick();
                             (path, look)
                         })
@@ -357,53 +364,63 @@ enum Ask {
     Always,
 }
 
-/// Looks at `root/rel` without following links, and asks what `ask` says (the format only
-/// when `check`).
-fn look_at(root: &Path, rel: &Path, ask: Ask, check: bool) -> Look {
+/// Looks at `rel` below the inbox folder `root` without following links, and asks what `ask`
+/// says (the format only when `check`).
+fn look_at(root: &crate::beneath::Root, rel: &Path, ask: Ask, check: bool) -> Look {
     use crate::beneath::Kind as Entry;
+    // A file with a question is opened straight away (regular files only, never through a
+    // link): the open file's metadata is the look, one path resolution instead of two. What
+    // cannot be opened that way is looked at below without opening.
+    if !matches!(ask, Ask::Nothing)
+        && let Ok((file, meta)) = root.open_file(rel)
+    {
+        let sig = Signature::of(&meta);
+        return if asked(ask, sig) {
+            examine_open(&file, rel, sig, check)
+        } else {
+            not_asked(sig)
+        };
+    }
     // Never through a link: a path below a link to a folder fails here (and is dropped); the
     // link itself is seen as a link.
-    let Ok(meta) = crate::beneath::metadata(root, rel) else {
+    let Ok(meta) = root.metadata(rel) else {
         return Look::Gone; // renamed away, deleted, or below a link
     };
     let sig = Signature::of(&meta);
     match Entry::of(meta.file_type()) {
         Entry::Dir => Look::Dir,
-        Entry::Regular => {
-            let asked = sig.size > 0
-                && match ask {
-                    Ask::Nothing => false,
-                    Ask::IfUnchanged(before) => before == sig,
-                    Ask::Always => true,
-                };
-            if asked {
-                examine(root, rel, sig, check)
-            } else {
-                Look::Regular {
-                    sig,
-                    writing: None,
-                    checked: Checked::NotAsked,
-                }
-            }
-        }
+        Entry::Regular if asked(ask, sig) => examine(root, rel, sig, check),
+        Entry::Regular => not_asked(sig),
         kind => Look::NotRegular {
             sig,
-            reason: not_regular_reason(kind, || crate::beneath::read_link(root, rel)),
+            reason: not_regular_reason(kind, || root.read_link(rel)),
         },
     }
 }
 
-/// Opens the file seen with `sig` once, asks whether a writer holds it, and (`check`) whether
-/// its format says it is whole. The answers count only for the file as it was seen: the open
-/// file must have `sig` before and after, or the look reports what it has now (changed: the
-/// settle window starts again).
-fn examine(root: &Path, rel: &Path, sig: Signature, check: bool) -> Look {
-    let changed_to = |now: Signature| Look::Regular {
-        sig: now,
+/// Whether `ask` asks about a regular file that has `sig` now (an empty file is never asked
+/// about: nothing has been written yet).
+fn asked(ask: Ask, sig: Signature) -> bool {
+    sig.size > 0
+        && match ask {
+            Ask::Nothing => false,
+            Ask::IfUnchanged(before) => before == sig,
+            Ask::Always => true,
+        }
+}
+
+fn not_asked(sig: Signature) -> Look {
+    Look::Regular {
+        sig,
         writing: None,
         checked: Checked::NotAsked,
-    };
-    let file = match crate::beneath::open_file(root, rel) {
+    }
+}
+
+/// Opens the file seen with `sig` and examines it ([`examine_open`]), unless it has changed
+/// from `sig` by the time it is open.
+fn examine(root: &crate::beneath::Root, rel: &Path, sig: Signature, check: bool) -> Look {
+    let (file, meta) = match root.open_file(rel) {
         Ok(f) => f,
         // Not ours to judge here: the upload stage reports a file it cannot read (and gives
         // a permission that arrives late its time); the settle window decides as ever.
@@ -415,13 +432,18 @@ fn examine(root: &Path, rel: &Path, sig: Signature, check: bool) -> Look {
             };
         }
     };
-    let same = |f: &std::fs::File| f.metadata().map(|m| Signature::of(&m));
-    match same(&file) {
-        Ok(now) if now == sig => {}
-        Ok(now) => return changed_to(now),
-        Err(_) => return Look::Stalled,
+    match Signature::of(&meta) {
+        now if now == sig => examine_open(&file, rel, sig, check),
+        now => not_asked(now),
     }
-    let writing = open_for_writing(&file);
+}
+
+/// Asks whether a writer holds the open `file` (seen with `sig`), and (`check`) whether its
+/// format says it is whole. The answers count only for the file as it was seen: it must
+/// still have `sig` after the questions, or the look reports what it has now (changed: the
+/// settle window starts again).
+fn examine_open(file: &std::fs::File, rel: &Path, sig: Signature, check: bool) -> Look {
+    let writing = open_for_writing(file);
     if writing == Some(true) {
         return Look::Regular {
             sig,
@@ -432,19 +454,19 @@ fn examine(root: &Path, rel: &Path, sig: Signature, check: bool) -> Look {
     let checked = if !check {
         Checked::Off
     } else {
-        match format::check(rel, sig.size, &file) {
+        match format::check(rel, sig.size, file) {
             Ok(w) => Checked::Found(w),
             Err(_) => Checked::Failed,
         }
     };
     // Written to while it was checked: what was read may be neither the old nor the new file.
-    match same(&file) {
+    match file.metadata().map(|m| Signature::of(&m)) {
         Ok(now) if now == sig => Look::Regular {
             sig,
             writing,
             checked,
         },
-        Ok(now) => changed_to(now),
+        Ok(now) => not_asked(now),
         Err(_) => Look::Stalled,
     }
 }

@@ -97,7 +97,12 @@ pub(super) async fn upload_loop(
                     (None, true) => multipart::Condition::Unconditional,
                     (None, false) => multipart::Condition::CreateOnly,
                 };
-                multipart::send(sh, job, &key, rec, part_size, digests, cond).await
+                // Boxed: the multipart future is large, and inline it would make every file's task
+                // (small files included) as large, copied at each spawn and move.
+                Box::pin(multipart::send(
+                    sh, job, &key, rec, part_size, digests, cond,
+                ))
+                .await
             }
         };
 
@@ -208,7 +213,16 @@ pub(super) async fn upload_loop(
                     replace_etag: &mut replace_etag,
                     unconditional: &mut unconditional,
                 };
-                match on_existing_object(sh, file, inbox, default_key, rel, hex, &mut target).await
+                match Box::pin(on_existing_object(
+                    sh,
+                    file,
+                    inbox,
+                    default_key,
+                    rel,
+                    hex,
+                    &mut target,
+                ))
+                .await
                 {
                     Existing::Done(result) => {
                         if matches!(result, FileResult::Uploaded { .. }) {
@@ -413,9 +427,14 @@ async fn single_put(sh: &Shared, mut put: Put<'_>) -> Result<Option<String>, Put
     // is then judged by the caller exactly as a 412 would be.
     let plan = sh.known.get(put.bucket).put(cond);
     if plan.look_first {
-        capabilities::look(&sh.client, put.bucket, put.key, put.replace_etag)
-            .await
-            .map_err(PutError::S3)?;
+        Box::pin(capabilities::look(
+            &sh.client,
+            put.bucket,
+            put.key,
+            put.replace_etag,
+        ))
+        .await
+        .map_err(PutError::S3)?;
     }
     if !plan.send_header {
         // The server refuses requests carrying it; the look above stands in for it.
@@ -427,7 +446,9 @@ async fn single_put(sh: &Shared, mut put: Put<'_>) -> Result<Option<String>, Put
         _ = sh.intake.cancelled() => return Err(PutError::Interrupted),
     };
     tokio::select! {
-        r = s3::put_file(&sh.client, put) => r,
+        // Boxed: the SDK's request future is large (tens of KiB); inline it would make every
+        // file's task as large, copied whole at each spawn.
+        r = Box::pin(s3::put_file(&sh.client, put)) => r,
         // Grace period over: abandon. Nothing is recorded as uploaded, so the next start
         // does this file again (and finds the object if it did land).
         _ = sh.abort.cancelled() => Err(PutError::Interrupted),

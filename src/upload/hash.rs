@@ -70,8 +70,8 @@ pub fn digests(
     let mut part_md5 = (want.md5 && part_size.is_some()).then(Md5::new);
     let mut part_md5s = Vec::new();
     let mut content = keep.then(|| Vec::with_capacity(expected.size as usize));
-    let mut f = crate::beneath::open_file(root, rel)?;
-    if Signature::of(&f.metadata()?) != *expected {
+    let (mut f, opened) = crate::beneath::Root::open(root)?.open_file(rel)?;
+    if Signature::of(&opened) != *expected {
         return Err(HashError::Changed);
     }
     let mut hasher = Sha256::new();
@@ -81,9 +81,9 @@ pub fn digests(
     if let Some(c) = content.as_mut() {
         // Small file: one read straight into the buffer that will be sent.
         (&mut f).take(SMALL + 1).read_to_end(c)?;
-        if c.len() as u64 != expected.size
-            || Signature::of(&crate::beneath::metadata(root, rel)?) != *expected
-        {
+        // The open file, not its name, is checked: what was read is what is sent. A name
+        // that meanwhile points elsewhere is caught by the look after the upload, as ever.
+        if c.len() as u64 != expected.size || Signature::of(&f.metadata()?) != *expected {
             return Err(HashError::Changed);
         }
         return Ok(Digests {
