@@ -5,9 +5,9 @@
 //! environment variable), because the person reading it is a sysadmin looking at a failed
 //! `systemctl start`.
 //!
-//! This file loads; [`settings`] holds the validated shapes and their defaults, [`raw`] the
-//! shapes figment extracts, [`validate`] turns one into the other (a file per section), and
-//! [`changes`] says what a reload changed.
+//! This file loads; `settings` holds the validated shapes and their defaults, `raw` the
+//! shapes figment extracts, `validate` turns one into the other (a file per section), and
+//! `changes` says what a reload changed.
 
 use std::path::Path;
 

@@ -77,7 +77,7 @@ impl LedgerCopy {
         }))
     }
 
-    /// Every file record, in key order (the same as [`Ledger::records`]).
+    /// Every file record, in key order (the same as [`super::Ledger::records`]).
     pub fn records(&self) -> impl Iterator<Item = Result<Record, LedgerError>> + '_ {
         records_of(&self.files)
     }

@@ -6,8 +6,8 @@
 //!
 //! sled is not durable until flushed: [`Ledger::flush`] must complete before a file is moved.
 //!
-//! [`record`] holds what is stored, [`schema`] its version and how a database is opened,
-//! [`store`] the [`Ledger`] itself, [`copy`] the read-only [`LedgerCopy`]; this file the
+//! `record` holds what is stored, `schema` its version and how a database is opened,
+//! `store` the [`Ledger`] itself, `copy` the read-only [`LedgerCopy`]; this file the
 //! errors and the clock every record is stamped with.
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //!
 //! One file per command, each with the function the binary calls (it prints, and returns the
 //! exit code by the binary's one rule: [`crate::run::EXIT_REFUSED`],
-//! [`crate::run::EXIT_CONFIG_ERROR`]); [`failed`] reads what failed/ holds for two of them.
+//! [`crate::run::EXIT_CONFIG_ERROR`]); `failed` reads what failed/ holds for two of them.
 
 mod failed;
 mod ledger;

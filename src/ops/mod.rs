@@ -3,9 +3,9 @@
 //! `/metrics`, `/healthz`, `/status` (JSON) and `/` (a page). Nothing here decides anything
 //! about files: it only records and shows.
 //!
-//! This file holds the record the stages write into; [`status`] the shapes it is shown in,
-//! [`health`] the stuck-stage check and the systemd watchdog, [`journal`] the batch journal
-//! file, [`metrics`] the Prometheus counters, [`page`] the HTML page.
+//! This file holds the record the stages write into; `status` the shapes it is shown in,
+//! `health` the stuck-stage check and the systemd watchdog, `journal` the batch journal
+//! file, [`metrics`] the Prometheus counters, `page` the HTML page.
 
 mod health;
 pub mod http;

@@ -18,7 +18,7 @@
 //! the answers are the service's. The outcome is plain data ([`Report`]) so that the child can
 //! hand it to the parent as JSON.
 //!
-//! [`report`] holds what the checks find, [`checks`] the four checks and their probe files;
+//! `report` holds what the checks find, `checks` the four checks and their probe files;
 //! this file says which checks each folder gets.
 
 use std::io::ErrorKind;
