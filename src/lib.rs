@@ -42,16 +42,20 @@
 //! user use every folder); [`progress`] draws `inboxd once`'s progress bar on a
 //! terminal. [`ops`] serves what the daemon does (metrics, health, status, the ledger) on the
 //! operations listener, and [`operator`] holds the commands that ask it (`status`, `ledger`)
-//! or work beside it (`retry`).
+//! or work beside it (`retry`). [`cli`] is the command line the binary reads, and
+//! [`lifecycle`] a run of `inboxd run` or `inboxd once` from start to its last line (signals,
+//! the runtime, reloads, the exit code).
 
 pub mod batch;
 pub mod beneath;
 pub mod check;
 pub mod claims;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod finish;
 pub mod ledger;
+pub mod lifecycle;
 pub mod mounts;
 pub mod operator;
 pub mod ops;

@@ -27,9 +27,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+mod across;
 mod moves;
 mod walk;
-pub use moves::{Moved, is_unmovable, move_no_clobber, rename_within, write_whole};
+pub use across::is_unmovable;
+pub use moves::{Moved, move_no_clobber, rename_within, write_whole};
 pub use walk::{Walked, walk, walk_tree, walk_tree_ticking};
 
 /// Cleared the first time the kernel says it has no openat2; from then on the component walk.

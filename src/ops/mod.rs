@@ -2,89 +2,36 @@
 //! Stages report into one shared [`Ops`]; the HTTP listener ([`http`]) serves it as
 //! `/metrics`, `/healthz`, `/status` (JSON) and `/` (a page). Nothing here decides anything
 //! about files: it only records and shows.
+//!
+//! This file holds the record the stages write into; `status` the shapes it is shown in,
+//! `health` the stuck-stage check and the systemd watchdog, `journal` the batch journal
+//! file, [`metrics`] the Prometheus counters, `page` the HTML page.
 
+mod health;
 pub mod http;
+mod journal;
 pub mod metrics;
 mod page;
+mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::time::Instant;
 
+use health::stuck_stage;
+pub use health::{STUCK_AFTER, watchdog};
+use journal::Journal;
 pub use metrics::Metrics;
+use status::Minute;
+pub use status::{BatchStatus, Failure, FileStatus, InboxStatus, S3Status, Status};
 
 /// Batches and failures kept for `/status` and the page.
 const RECENT_BATCHES: usize = 20;
 const RECENT_FAILURES: usize = 50;
-/// A stage with work waiting that has not finished anything for this long is stuck (unless
-/// the systemd watchdog asks for less, see [`Ops::set_stuck_after`]).
-pub const STUCK_AFTER: Duration = Duration::from_secs(120);
 /// The page's chart: one point per minute over the last hour.
 const MINUTES: usize = 60;
-
-/// One file's outcome as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileStatus {
-    pub inbox: String,
-    pub path: String,
-    pub outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    pub size: u64,
-    pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// A finished batch: the daemon's form of the partial-success report.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchStatus {
-    pub batch: u64,
-    pub finished_at: String,
-    pub duration_ms: u64,
-    pub uploaded: usize,
-    pub duplicates: usize,
-    pub failed: usize,
-    pub deferred: usize,
-    pub requeued: usize,
-    pub bytes: u64,
-    pub files: Vec<FileStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    pub at: String,
-    pub inbox: String,
-    pub path: String,
-    pub reason: String,
-}
-
-/// One inbox as `/status` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct InboxStatus {
-    pub name: String,
-    pub backlog: u64,
-    pub oldest_pending_seconds: f64,
-    /// Why the inbox is paused (bucket or credential problem), if it is.
-    pub paused: Option<String>,
-    /// Its file system does not answer (see crate::stall).
-    pub stalled: bool,
-    /// A shared inbox: the hosts seen on it (see crate::cluster).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<crate::cluster::HostView>,
-}
-
-/// Uploads per minute, for the page's chart.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-struct Minute {
-    files: u64,
-    bytes: u64,
-    batches: u64,
-    batch_ms: u64,
-}
 
 #[derive(Default)]
 struct State {
@@ -112,65 +59,6 @@ pub struct Ops {
     journal: Option<Mutex<Journal>>,
     /// How long a stage may hold work without finishing any before it counts as stuck.
     stuck_after: Mutex<Duration>,
-}
-
-/// The batch journal file, opened on first use (append only).
-struct Journal {
-    path: std::path::PathBuf,
-    file: Option<std::fs::File>,
-    /// A failure is said once, not once per batch.
-    failed: bool,
-}
-
-impl Journal {
-    fn append(&mut self, line: &str) {
-        use std::io::Write as _;
-        if self.file.is_none() {
-            let opened = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path);
-            match opened {
-                Ok(f) => self.file = Some(f),
-                Err(e) => {
-                    if !std::mem::replace(&mut self.failed, true) {
-                        tracing::warn!(file = %self.path.display(), error = %e, "cannot write the batch journal; batch reports stay in the log and /status only");
-                    }
-                    return;
-                }
-            }
-        }
-        if let Some(f) = self.file.as_mut()
-            && let Err(e) = writeln!(f, "{line}")
-        {
-            if !std::mem::replace(&mut self.failed, true) {
-                tracing::warn!(file = %self.path.display(), error = %e, "cannot write the batch journal; batch reports stay in the log and /status only");
-            }
-            // Opened again for the next batch (the disk may have room again).
-            self.file = None;
-        }
-    }
-}
-
-/// What `/status` returns.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub version: &'static str,
-    pub started_at: String,
-    pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stuck_stage: Option<&'static str>,
-    pub s3: S3Status,
-    pub inboxes: Vec<InboxStatus>,
-    pub batches: Vec<BatchStatus>,
-    pub recent_failures: Vec<Failure>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct S3Status {
-    pub up: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
 fn now_rfc3339() -> String {
@@ -202,13 +90,7 @@ impl Ops {
             state: Mutex::new(state),
             started_at: now_rfc3339(),
             stuck_after: Mutex::new(STUCK_AFTER),
-            journal: journal_dir.map(|d| {
-                Mutex::new(Journal {
-                    path: d.join("batches.jsonl"),
-                    file: None,
-                    failed: false,
-                })
-            }),
+            journal: journal_dir.map(|d| Mutex::new(Journal::in_dir(d))),
         }
     }
 
@@ -368,33 +250,6 @@ impl Ops {
         self.metrics.encode()
     }
 
-    /// A stage's work waiting (`waiting`) and whether it just finished something.
-    pub fn stage(&self, name: &'static str, waiting: u64, progressed: bool, now: Instant) {
-        let mut st = self.state();
-        let entry = st.stages.entry(name).or_insert((0, now));
-        entry.0 = waiting;
-        if progressed || waiting == 0 {
-            entry.1 = now;
-        }
-    }
-
-    /// The first stage that has had work waiting and finished nothing for the stuck time.
-    pub fn stuck(&self, now: Instant) -> Option<&'static str> {
-        let after = self.stuck_after();
-        let st = self.state();
-        stuck_stage(&st.stages, now, after)
-    }
-
-    pub fn stuck_after(&self) -> Duration {
-        *self.stuck_after.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Under a systemd watchdog: stuck after two watchdog periods when that is shorter, so
-    /// that systemd restarts a stuck daemon within about three periods.
-    pub fn set_stuck_after(&self, d: Duration) {
-        *self.stuck_after.lock().unwrap_or_else(|p| p.into_inner()) = d;
-    }
-
     pub fn status(&self, now: Instant) -> Status {
         self.refresh_ages(now);
         let after = self.stuck_after();
@@ -426,47 +281,6 @@ impl Ops {
             })
             .collect()
     }
-}
-
-/// Sends `WATCHDOG=1` twice per watchdog `period` while no stage is stuck; says once when it
-/// stops and once when it goes on again.
-pub async fn watchdog(
-    ops: std::sync::Arc<Ops>,
-    period: Duration,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(period / 2);
-    let mut withheld = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        match ops.stuck(Instant::now()) {
-            None => {
-                if std::mem::replace(&mut withheld, false) {
-                    tracing::info!("the pipeline moves again; watchdog pings resumed");
-                }
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-            Some(stage) => {
-                if !std::mem::replace(&mut withheld, true) {
-                    tracing::error!(stage, stuck_for = ?ops.stuck_after(), "a pipeline stage is stuck; no more watchdog pings, so systemd restarts the daemon");
-                }
-            }
-        }
-    }
-}
-
-fn stuck_stage(
-    stages: &BTreeMap<&'static str, (u64, Instant)>,
-    now: Instant,
-    after: Duration,
-) -> Option<&'static str> {
-    stages
-        .iter()
-        .find(|(_, (waiting, last))| *waiting > 0 && now.saturating_duration_since(*last) >= after)
-        .map(|(name, _)| *name)
 }
 
 /// Adds to the current minute's totals (the minute is created, and the oldest dropped, as
@@ -560,18 +374,5 @@ mod tests {
         let s = ops.status(Instant::now());
         assert_eq!(s.batches.len(), RECENT_BATCHES);
         assert_eq!(s.batches[0].batch, RECENT_BATCHES as u64 + 5);
-    }
-
-    #[test]
-    fn a_stage_with_waiting_work_and_no_progress_is_stuck() {
-        let ops = Ops::new(&[], None);
-        let t0 = Instant::now();
-        ops.stage("upload", 3, true, t0);
-        assert_eq!(ops.stuck(t0 + STUCK_AFTER / 2), None);
-        assert_eq!(ops.stuck(t0 + STUCK_AFTER), Some("upload"));
-        ops.stage("upload", 3, true, t0 + STUCK_AFTER);
-        assert_eq!(ops.stuck(t0 + STUCK_AFTER), None, "it moved again");
-        ops.stage("upload", 0, false, t0 + STUCK_AFTER);
-        assert_eq!(ops.stuck(t0 + STUCK_AFTER * 5), None, "idle is not stuck");
     }
 }

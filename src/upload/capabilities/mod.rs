@@ -9,7 +9,9 @@
 //! honoured, the key is looked at (HEAD) before the write, so `rename` and `fail` never
 //! replace an object on any server; a header the server rejects is not sent.
 
+mod look;
 mod probe;
+mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,7 +19,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use probe::{establish, keep_probing, look, probe};
+pub use look::look;
+pub use probe::probe;
+pub use schedule::{establish, keep_probing};
 
 /// What a server did with one header when it mattered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

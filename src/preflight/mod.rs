@@ -17,82 +17,21 @@
 //! Run as the service user (`inboxd check --user inboxd` switches to it in a child process),
 //! the answers are the service's. The outcome is plain data ([`Report`]) so that the child can
 //! hand it to the parent as JSON.
+//!
+//! `report` holds what the checks find, `checks` the four checks and their probe files;
+//! this file says which checks each folder gets.
 
-use std::fmt;
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use crate::config::Settings;
 
-/// Which folder a problem is about, named as its configuration key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Folder {
-    Inbox,
-    DoneDir,
-    FailedDir,
-    StateDir,
-}
+mod checks;
+mod report;
 
-impl fmt::Display for Folder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Folder::Inbox => "inbox",
-            Folder::DoneDir => "done_dir",
-            Folder::FailedDir => "failed_dir",
-            Folder::StateDir => "state_dir",
-        })
-    }
-}
-
-/// Which of the four checks failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Check {
-    Exists,
-    Readable,
-    Writable,
-    Movable,
-}
-
-/// One thing the service would run into.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    pub folder: Folder,
-    /// The folder, as text (escaped like every path inboxd prints).
-    pub path: String,
-    pub check: Check,
-    /// The rest of the sentence: what is wrong, as whom, and the system's answer.
-    pub detail: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.folder, self.path, self.detail)
-    }
-}
-
-/// What the checks found for one inbox (in the configuration's order).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboxReport {
-    pub problems: Vec<Problem>,
-}
-
-/// What the checks found, as the user named in `user`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub user: String,
-    pub state_dir: Vec<Problem>,
-    pub inboxes: Vec<InboxReport>,
-}
-
-impl Report {
-    pub fn is_ok(&self) -> bool {
-        self.state_dir.is_empty() && self.inboxes.iter().all(|i| i.problems.is_empty())
-    }
-}
+use checks::first_unwritable;
+pub use report::{Check, Folder, InboxReport, Problem, Report};
 
 /// Runs every check as the current user (`user` names it in the messages).
 pub fn check(settings: &Settings, user: &str) -> Report {
@@ -227,170 +166,11 @@ impl Checker<'_> {
         }
         out
     }
-
-    /// Ok(true): a folder. Ok(false): missing, and its nearest existing parent lets this user
-    /// create it. Err: neither.
-    fn exists_or_creatable(&self, kind: Folder, dir: &Path) -> Result<bool, Problem> {
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => return Ok(true),
-            Ok(_) => {
-                return Err(self.problem(kind, dir, Check::Exists, "is not a folder".to_owned()));
-            }
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(self.problem(
-                    kind,
-                    dir,
-                    Check::Exists,
-                    format!("cannot be looked at as {} ({e})", self.user),
-                ));
-            }
-            Err(_) => {}
-        }
-        let mut parent = dir.parent();
-        while let Some(p) = parent {
-            if p.exists() {
-                break;
-            }
-            parent = p.parent();
-        }
-        let Some(parent) = parent else {
-            return Err(self.problem(kind, dir, Check::Exists, "does not exist".to_owned()));
-        };
-        match probe_file(parent) {
-            Ok(()) => Ok(false),
-            Err(e) => Err(self.problem(
-                kind,
-                dir,
-                Check::Exists,
-                format!(
-                    "does not exist, and cannot be created as {}: {} is not writable ({e})",
-                    self.user,
-                    crate::telemetry::escape(parent)
-                ),
-            )),
-        }
-    }
-
-    fn readable(&self, kind: Folder, dir: &Path) -> Option<Problem> {
-        let listed = std::fs::read_dir(dir).and_then(|mut entries| entries.next().transpose());
-        let e = listed.err()?;
-        Some(self.problem(
-            kind,
-            dir,
-            Check::Readable,
-            format!("not readable as {} ({e})", self.user),
-        ))
-    }
-
-    fn writable(&self, kind: Folder, dir: &Path) -> Option<Problem> {
-        let e = probe_file(dir).err()?;
-        Some(self.problem(
-            kind,
-            dir,
-            Check::Writable,
-            format!("not writable as {} ({e})", self.user),
-        ))
-    }
-
-    /// A file made in the inbox can be renamed into `dir`, as a finished file will be. Across
-    /// mounts a rename cannot work at all: inboxd then copies, which `check` notes elsewhere.
-    fn movable_from(&self, kind: Folder, dir: &Path, inbox: &Path) -> Option<Problem> {
-        let from = probe_name(inbox);
-        let to = probe_name(dir);
-        if let Err(e) = create_probe(&from) {
-            // The inbox was writable a moment ago; whatever changed is not this folder's.
-            tracing::debug!(error = %e, "cannot make a probe file in the inbox");
-            return None;
-        }
-        let moved = std::fs::rename(&from, &to);
-        let _ = std::fs::remove_file(if moved.is_ok() { &to } else { &from });
-        match moved {
-            Ok(()) => None,
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => None,
-            Err(e) => Some(self.problem(
-                kind,
-                dir,
-                Check::Movable,
-                format!(
-                    "files cannot be moved into it from the inbox as {} ({e})",
-                    self.user
-                ),
-            )),
-        }
-    }
-
-    fn movable_within(&self, kind: Folder, dir: &Path) -> Option<Problem> {
-        let (from, to) = (probe_name(dir), probe_name(dir));
-        create_probe(&from).ok()?;
-        let moved = std::fs::rename(&from, &to);
-        let _ = std::fs::remove_file(if moved.is_ok() { &to } else { &from });
-        let e = moved.err()?;
-        Some(self.problem(
-            kind,
-            dir,
-            Check::Movable,
-            format!("files cannot be renamed in it as {} ({e})", self.user),
-        ))
-    }
 }
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-/// A fresh hidden name in `dir` for a probe file.
-fn probe_name(dir: &Path) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".inboxd-check-{}-{n}", std::process::id()))
-}
-
-/// Creates a new empty file (never through an existing name or a link).
-fn create_probe(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map(drop)
-}
-
-/// Creates a probe file in `dir` and removes it again.
-fn probe_file(dir: &Path) -> std::io::Result<()> {
-    let path = probe_name(dir);
-    create_probe(&path)?;
-    std::fs::remove_file(&path)
-}
-
-/// The first file or folder below `dir` (at most `depth` levels down) that this user cannot
-/// read and write, by access(2), which answers for the real user: the one `--user` switched to.
-fn first_unwritable(dir: &Path, depth: usize) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let mode = if is_dir {
-            libc::R_OK | libc::W_OK | libc::X_OK
-        } else {
-            libc::R_OK | libc::W_OK
-        };
-        // SAFETY: a valid NUL-terminated path; access(2) only reads it.
-        if unsafe { libc::access(c.as_ptr(), mode) } != 0 {
-            return Some(path);
-        }
-        if is_dir
-            && depth > 1
-            && let Some(p) = first_unwritable(&path, depth - 1)
-        {
-            return Some(p);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
