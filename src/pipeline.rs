@@ -196,7 +196,6 @@ pub async fn run(
         s3: settings.s3.clone(),
         inboxes: inboxes.clone(),
         settings: settings.upload.clone(),
-        max_batch_files: settings.batch.max_files,
         ledger: ledger.clone(),
         mode,
         intake: intake.clone(),

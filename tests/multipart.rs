@@ -875,6 +875,54 @@ async fn large_files_never_take_every_upload_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_files_never_holds_back_small_ones() {
+    // Ten large files whose parts the server holds for minutes, more than the upload stage
+    // starts at once (concurrency 4: eight files). Large files start in their own lane (three,
+    // as many as may send parts), the rest wait without taking a slot, so small files dropped
+    // afterwards still go out at once.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup().concurrency(4).batch_max_files(1));
+    let inbox = daemon.inbox().clone();
+    let big: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("big {i}.bin"), content(600 + i, PART + 1_000)))
+        .collect();
+    for (rel, _) in &big {
+        stall_parts_after(&s3, &inbox.key(rel), 0);
+    }
+    let parts_in_flight = || -> usize {
+        big.iter()
+            .map(|(rel, _)| s3.requests_for(Op::UploadPart, &inbox.key(rel)))
+            .sum()
+    };
+    for (rel, bytes) in &big {
+        inbox.drop(rel, bytes);
+    }
+    daemon.start();
+    wait_until(TIMEOUT, "large files holding their part slots", || {
+        parts_in_flight() >= 3
+    })
+    .await;
+    let small: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("small {i}.pdf"), content(620 + i, 20_000)))
+        .collect();
+    for (rel, bytes) in &small {
+        inbox.drop(rel, bytes);
+    }
+    wait_until(TIMEOUT, "every small file in done/", || {
+        small.iter().all(|(rel, _)| inbox.is_done(rel))
+    })
+    .await;
+    for (rel, bytes) in &small {
+        inbox.assert_done(rel, bytes);
+        assert_object(&s3, &inbox.key(rel), bytes).await;
+    }
+    assert_eq!(parts_in_flight(), 3, "large files sending parts at once");
+    let waiting = big.iter().filter(|(rel, _)| inbox.in_inbox(rel)).count();
+    assert_eq!(waiting, 10, "large files left in the inbox");
+    daemon.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_that_cannot_record_the_upload_defers_the_file_and_never_fails_it() {
     // The ledger refuses to record the upload id (injected): a problem of the daemon, not of
     // the file. The file stays in the inbox, no part goes out for an upload the ledger does

@@ -227,3 +227,56 @@ async fn slowly_written_file_is_uploaded_once_and_whole() {
     assert_eq!(s3.list(BUCKET).await, vec![key], "objects in the bucket");
     inbox.assert_no_failures();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_in_one_inbox_never_holds_back_another_inbox() {
+    // Inbox 0 gets 40 files at once, and every PUT takes a second at the server, so with
+    // concurrency 2 its backlog lasts about 20 s. A file dropped into inbox 1 afterwards goes
+    // out at the next free slot, not after the backlog: the inboxes take turns.
+    let s3 = TestS3::start().await;
+    s3.push(
+        support::Op::PutObject,
+        support::Fault::delay(Duration::from_secs(1)).always(),
+    );
+    let mut daemon = Daemon::new(&s3, Setup::new().inboxes(2).concurrency(2));
+    let (busy, quiet) = (daemon.inboxes()[0].clone(), daemon.inboxes()[1].clone());
+    let backlog: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            (
+                format!("scan {i:02}.pdf"),
+                content(300 + i, 3_000 + i as usize),
+            )
+        })
+        .collect();
+    for (rel, bytes) in &backlog {
+        busy.drop(rel, bytes);
+    }
+    daemon.start();
+    wait_until(TIMEOUT, "the backlog's first uploads under way", || {
+        s3.requests(support::Op::PutObject) >= 2
+    })
+    .await;
+    let lone = content(399, 5_000);
+    quiet.drop("lone.pdf", &lone);
+    wait_until(TIMEOUT, "lone.pdf in done/", || quiet.is_done("lone.pdf")).await;
+    let left = busy.files().len();
+    assert!(
+        left >= 20,
+        "only {left} of the 40 backlog files were still waiting when the other inbox's file \
+         was done: it waited for the backlog"
+    );
+    quiet.assert_done("lone.pdf", &lone);
+    support::assert_object(&s3, &quiet.key("lone.pdf"), &lone).await;
+
+    // Without the delay the backlog drains, every file whole.
+    s3.plan.clear();
+    wait_until(TIMEOUT, "the backlog in done/", || {
+        backlog.iter().all(|(rel, _)| busy.is_done(rel))
+    })
+    .await;
+    for (rel, bytes) in &backlog {
+        busy.assert_done(rel, bytes);
+        support::assert_object(&s3, &busy.key(rel), bytes).await;
+    }
+    daemon.stop().await;
+}

@@ -14,6 +14,7 @@
 //! unreachable ([`liveness`]). Credential, clock and bucket errors pause the inbox ([`pause`])
 //! with a fix-it message ([`fixit`]).
 
+pub mod admission;
 mod attempts;
 pub mod capabilities;
 pub mod fixit;
@@ -45,6 +46,7 @@ use crate::ledger::{Ledger, Record, State};
 use crate::run::Mode;
 use crate::settle::{Kind, ReadyFile, Signature};
 use crate::stall::FsGuard;
+use admission::Lane;
 use attempts::{Body, upload_loop};
 use gate::Gate;
 use pause::Pause;
@@ -140,7 +142,6 @@ pub struct UploadStage {
     pub s3: S3Settings,
     pub inboxes: Arc<Vec<InboxSettings>>,
     pub settings: UploadSettings,
-    pub max_batch_files: usize,
     pub ledger: Ledger,
     pub mode: Mode,
     pub intake: CancellationToken,
@@ -186,11 +187,15 @@ impl UploadStage {
                 }
             })
             .collect();
-        // Files admitted at once: enough to keep every upload slot busy while others hash or
-        // wait for their report, few enough that a stalled S3 pushes back on settle instead
-        // of piling up tasks.
-        let capacity = self.settings.concurrency * 2 + self.max_batch_files;
-        let admission = Arc::new(Semaphore::new(capacity));
+        // Files started at once (see [`admission`]): one round hashing while the previous one
+        // uploads; large files in a lane of their own, as many as may send parts.
+        let slots = self.settings.concurrency * 2;
+        let mut admission = admission::Admission::new(
+            self.inboxes.len(),
+            slots,
+            part_slots(self.settings.concurrency),
+        );
+        let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // In `once` mode a file waits for an unreachable endpoint as long as a file's retries
         // would wait between two attempts at most, then stays for the next run.
         let once_limit = (self.mode == Mode::Once).then_some(self.settings.retry_max);
@@ -230,37 +235,58 @@ impl UploadStage {
         ));
         tokio::spawn(show_progress(
             self.ops.clone(),
-            admission.clone(),
-            capacity,
+            held.clone(),
             shared.clone(),
             stop_probing.clone(),
         ));
         let tracker = TaskTracker::new();
-        while let Some(item) = input.recv().await {
-            let (batch, file) = match item {
-                Batched::File(batch, file) => (batch, file),
-                Batched::Closed(summary) => {
-                    if output.send(Report::BatchClosed(summary)).await.is_err() {
-                        break; // finish is gone: the daemon is going down
+        // Each started file's task says here when it is done, freeing its slot.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
+        let mut receiving = true;
+        loop {
+            // Start every file that admission lets start now.
+            while let Some((_, lane, (batch, file))) = admission.start_next() {
+                let shared = shared.clone();
+                let output = output.clone();
+                let done = done_tx.clone();
+                tracker.spawn(async move {
+                    let outcome = process(&shared, file, batch).await;
+                    shared
+                        .finished
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // If finish is gone the daemon is going down; the ledger still knows.
+                    let _ = output.send(Report::File(Box::new(outcome))).await;
+                    // The stage loop has gone only when nothing is left to start.
+                    let _ = done.send(lane);
+                });
+            }
+            held.store(
+                admission.held() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if !receiving && admission.held() == 0 {
+                break;
+            }
+            tokio::select! {
+                item = input.recv(), if receiving && !admission.is_full() => match item {
+                    None => receiving = false,
+                    Some(Batched::Closed(summary)) => {
+                        if output.send(Report::BatchClosed(summary)).await.is_err() {
+                            break; // finish is gone: the daemon is going down
+                        }
                     }
-                    continue;
-                }
-            };
-            self.stats.mark_started();
-            let Ok(permit) = admission.clone().acquire_owned().await else {
-                break; // never closed
-            };
-            let shared = shared.clone();
-            let output = output.clone();
-            tracker.spawn(async move {
-                let outcome = process(&shared, file, batch).await;
-                shared
-                    .finished
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // If finish is gone the daemon is going down; the ledger still knows.
-                let _ = output.send(Report::File(Box::new(outcome))).await;
-                drop(permit);
-            });
+                    Some(Batched::File(batch, file)) => {
+                        self.stats.mark_started();
+                        let lane = if file.size > shared.settings.multipart_threshold {
+                            Lane::Large
+                        } else {
+                            Lane::Small
+                        };
+                        admission.offer(file.inbox, lane, (batch, file));
+                    }
+                },
+                Some(lane) = done_rx.recv() => admission.done(lane),
+            }
         }
         tracker.close();
         tracker.wait().await;
@@ -292,8 +318,7 @@ async fn show_s3_state(
 /// one long upload is never taken for a stuck stage.
 async fn show_progress(
     ops: Arc<crate::ops::Ops>,
-    admission: Arc<Semaphore>,
-    capacity: usize,
+    held: Arc<std::sync::atomic::AtomicU64>,
     sh: Arc<Shared>,
     stop: CancellationToken,
 ) {
@@ -313,7 +338,7 @@ async fn show_progress(
             sh.finished.load(std::sync::atomic::Ordering::Relaxed),
             crate::run::signs_of_life(),
         );
-        let held = capacity.saturating_sub(admission.available_permits()) as u64;
+        let held = held.load(std::sync::atomic::Ordering::Relaxed);
         // Files waiting at a closed outage gate wait for S3, not for this stage: an outage of
         // any length is not a stuck daemon (the gate's prober has its own time limits), and
         // a watchdog restart would not bring S3 back.
@@ -349,6 +374,10 @@ async fn process_inner(
     file: &ReadyFile,
     inbox: &InboxSettings,
 ) -> (Option<String>, u32, FileResult) {
+    if sh.intake.is_cancelled() {
+        // Shutdown came before the file was read: it stays in the inbox for the next start.
+        return (None, 0, FileResult::Interrupted);
+    }
     let failed = |reason: String| FileResult::Failed { reason };
     match &file.kind {
         Kind::Regular => {}
