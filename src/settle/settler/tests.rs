@@ -1,7 +1,14 @@
 //! Unit tests of the [`Settler`](super::Settler): windows, claims, cut files and their
 //! backoff, and the close fast path, each on a clock passed in.
 
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+
 use super::*;
+use crate::claims::Busy;
+use crate::settle::Signature;
+use crate::settle::format::Whole;
 
 const W: Duration = Duration::from_secs(2);
 
