@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::{CLOSE_PAUSE, Checked, Decision, Look, Settler};
 use crate::claims::Busy;
+use crate::settle::Signature;
 use crate::settle::format::Whole;
 
 impl Settler {
@@ -144,52 +145,56 @@ impl Settler {
                 self.rearm(path, window);
                 Decision::Wait
             }
-            Checked::Found(Whole::No(format, what)) => {
-                if !self.keep_in_view {
-                    let Some(p) = self.pending.remove(path) else {
-                        return Decision::Wait;
-                    };
-                    return Decision::LeftCut {
-                        inbox: p.inbox,
-                        rel: p.rel,
-                        what: format!("incomplete {}: {what}", format.name()),
-                    };
-                }
-                let waited = now.saturating_duration_since(p.since);
-                let deadline = p.since + p.rules.incomplete_after;
-                if waited >= p.rules.incomplete_after {
-                    // Cut for all of incomplete_after: its writer is not coming back. Never
-                    // uploaded half; it goes to failed/ with what was missing.
-                    let Some(p) = self.pending.remove(path) else {
-                        return Decision::Wait;
-                    };
-                    let waited = Duration::from_secs(waited.as_secs());
-                    return Decision::Incomplete {
-                        inbox: p.inbox,
-                        rel: p.rel,
-                        sig,
-                        reason: format!(
-                            "incomplete {}: {what}; waited {}",
-                            format.name(),
-                            humantime::format_duration(waited)
-                        ),
-                    };
-                }
-                // Cut: a scanner between pages, a copy that stalled. Look again after a wait
-                // that doubles while nothing changes (see RECHECK_MAX), and at the deadline
-                // at the latest, so that it goes to failed/ on time.
-                let (wait, first) = p.back_off();
-                let (inbox, rel) = (p.inbox, p.rel.clone());
-                self.rearm(path, (now + wait).min(deadline));
-                if first {
-                    return Decision::Cut {
-                        inbox,
-                        rel,
-                        what: format!("incomplete {}: {what}", format.name()),
-                    };
-                }
-                Decision::Wait
-            }
+            Checked::Found(Whole::No(format, what)) => self.cut(
+                path,
+                sig,
+                format!("incomplete {}: {what}", format.name()),
+                now,
+            ),
         }
+    }
+
+    /// Its format says the file (seen with `sig`) is cut, missing `what`: it waits, each wait
+    /// longer than the last, and goes to failed/ after `incomplete_after`.
+    fn cut(&mut self, path: &Path, sig: Signature, what: String, now: Instant) -> Decision {
+        let Some(p) = self.pending.get_mut(path) else {
+            return Decision::Wait;
+        };
+        if !self.keep_in_view {
+            let Some(p) = self.pending.remove(path) else {
+                return Decision::Wait;
+            };
+            return Decision::LeftCut {
+                inbox: p.inbox,
+                rel: p.rel,
+                what,
+            };
+        }
+        let waited = now.saturating_duration_since(p.since);
+        let deadline = p.since + p.rules.incomplete_after;
+        if waited >= p.rules.incomplete_after {
+            // Cut for all of incomplete_after: its writer is not coming back. Never
+            // uploaded half; it goes to failed/ with what was missing.
+            let Some(p) = self.pending.remove(path) else {
+                return Decision::Wait;
+            };
+            let waited = Duration::from_secs(waited.as_secs());
+            return Decision::Incomplete {
+                inbox: p.inbox,
+                rel: p.rel,
+                sig,
+                reason: format!("{what}; waited {}", humantime::format_duration(waited)),
+            };
+        }
+        // Cut: a scanner between pages, a copy that stalled. Look again after a wait that
+        // doubles while nothing changes (see RECHECK_MAX), and at the deadline at the latest,
+        // so that it goes to failed/ on time.
+        let (wait, first) = p.back_off();
+        let (inbox, rel) = (p.inbox, p.rel.clone());
+        self.rearm(path, (now + wait).min(deadline));
+        if first {
+            return Decision::Cut { inbox, rel, what };
+        }
+        Decision::Wait
     }
 }
