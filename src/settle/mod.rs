@@ -15,10 +15,10 @@
 //! `*.part`, `~$*`, `Thumbs.db`, … in any component of the path) are skipped here, and
 //! zero-byte files wait until they grow.
 //!
-//! The decisions are [`Settler`]'s (pure, time passed in; in settler); the stage loop (stage)
-//! makes the looks (look): each one a blocking call under its inbox's
-//! [`FsGuard`](crate::stall::FsGuard), all of them concurrent, so a share that hangs holds up
-//! only its own files. What it hands on is in ready.
+//! The decisions are [`Settler`]'s (settler/: pure, time passed in); the stage loop
+//! ([`SettleStage`], stage.rs) makes the looks (look.rs): each one a blocking call under its
+//! inbox's [`FsGuard`](crate::stall::FsGuard), all of them concurrent, so a share that hangs
+//! holds up only its own files. What it hands on is in ready.rs.
 //!
 //! In daemon mode a file stays in view while it is in flight, so that a file handed back
 //! (deferred, inbox paused, changed during upload) is offered again exactly when its claim
