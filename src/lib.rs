@@ -10,7 +10,7 @@
 //! | [`settle`] | `Candidate` | [`settle::ReadyFile`] | wait until a file is complete (size + mtime stable, not open for writing, whole by its format; a close on a local disk looks at once), apply ignore rules |
 //! | [`cluster`] | `ReadyFile` | `ReadyFile` | on a shared inbox (several hosts, one share): claim the file for this host by an atomic rename into its claim folder, or drop it when another host was first; offer this host's claimed files again (left by a crash, handed back, taken over from a dead host); other inboxes pass straight through |
 //! | [`batch`] | `ReadyFile` | [`batch::Batched`] | place each file in a batch (max files, max bytes, time window) and pass it on at once; say when a batch closes |
-//! | [`upload`] | `Batched` | [`upload::Report`] | hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause; wait out an unreachable endpoint as one event |
+//! | [`upload`] | `Batched` | [`upload::Report`] | start files in turns over the inboxes, large files in a lane of their own ([`upload::admission`]); hash, upload concurrently under one limit (multipart for large files), classify errors, retry, pause; wait out an unreachable endpoint as one event |
 //! | [`finish`] | `Report` | — | record in the [`ledger`] and flush, *then* move to done/ or failed/; one report per closed batch |
 //!
 //! Every stage imports only the types of the stages before it. Run-wide state that all of them
