@@ -61,7 +61,7 @@ fn extend_now(now: tokio::time::Instant, last: tokio::time::Instant) -> bool {
 }
 
 /// Sends `EXTEND_TIMEOUT_USEC` to systemd (sd_notify; nothing without `NOTIFY_SOCKET`) at
-/// once and then every [`EXTEND_EVERY`] while the work shows signs of life; stops when dropped.
+/// once and then every `EXTEND_EVERY` while the work shows signs of life; stops when dropped.
 /// `READY=1` comes after the recovery, from the pipeline.
 pub struct StartExtender {
     task: tokio::task::JoinHandle<()>,
