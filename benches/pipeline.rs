@@ -19,8 +19,8 @@
 //!   same endpoint, its whole run set beside the daemon's whole `once` run.
 //! - W3: one 1 GiB file: MB/s of the upload phase and the daemon's peak RSS (wait4).
 //! - W4: 40 × 64 KiB dropped one at a time into `inboxd run`, each written beside the inbox and
-//!   renamed in (no close in the inbox: the settle window decides): drop → object latency
-//!   beyond the settle window, p50 / p99. W4c: 40 PDFs of about 64 KiB, each created in the
+//!   renamed in (the rename-in fast path on a local disk: a second look, no settle window):
+//!   drop → object latency, p50 / p99, target at most 200 ms beyond the settle window. W4c: 40 PDFs of about 64 KiB, each created in the
 //!   inbox, written and closed (a scanner, a copy), with the default settle (2 s): drop →
 //!   object latency, p50 / p99 (the close-write fast path; `BENCH_ONLY=w4c` runs it alone).
 //! - W5: 64 × 64 KiB waiting in `inboxd run` through a 70 s outage (connections refused) and a
@@ -609,24 +609,24 @@ fn w3(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
 // ---------------------------------------------------------------------------------------------
 
 fn w4(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: &mut Vec<String>) {
+    // Renamed into the inbox (the end of an atomic save): on a local disk the rename-in fast
+    // path sends each file after a second look, without waiting for the settle window; the
+    // target is the settle window's: at most 200 ms beyond it.
     let settle = format!("{}ms", W4_SETTLE.as_millis());
     let latencies = w4_run(rt, ep, sanity, "w4", &settle, W4Writer::RenameIn);
-    let beyond: Vec<f64> = latencies
-        .iter()
-        .map(|l| (l.as_secs_f64() - W4_SETTLE.as_secs_f64()) * 1000.0)
-        .collect();
-    let mut sorted = beyond.clone();
+    let mut sorted: Vec<f64> = latencies.iter().map(|l| l.as_secs_f64() * 1000.0).collect();
     sorted.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99));
     eprintln!(
-        "[bench] W4 drop → object beyond settle (ms): min {:.1}, max {:.1}",
+        "[bench] W4 drop → object (ms): min {:.1}, max {:.1}",
         sorted[0],
         sorted[sorted.len() - 1]
     );
+    let limit = W4_SETTLE.as_secs_f64() * 1000.0 + 200.0; // settle + 200 ms
     push_row(
         rows,
         format!(
-            "W4 40 × 64 KiB dropped {} ms apart into `inboxd run` (settle = {settle}): drop → object beyond settle, p50",
+            "W4 40 × 64 KiB renamed into the inbox {} ms apart, `inboxd run` (settle = {settle}): drop → object, p50",
             W4_GAP.as_millis()
         ),
         format!("{p50:.0} ms"),
@@ -635,10 +635,10 @@ fn w4(rt: &tokio::runtime::Runtime, ep: &Endpoint, rows: &mut Vec<Row>, sanity: 
     );
     push_row(
         rows,
-        "W4 drop → object beyond settle, p99 (nearest rank of 40 = max)",
+        "W4 drop → object, p99 (nearest rank of 40 = max)",
         format!("{p99:.0} ms"),
-        "≤ 200 ms",
-        Some(p99 <= 200.0),
+        "≤ settle + 200 ms",
+        Some(p99 <= limit),
     );
 }
 
