@@ -344,3 +344,102 @@ async fn a_failed_file_whose_move_fails_is_not_uploaded_again() {
     let reason = inbox.assert_failed(rel);
     assert!(reason.contains("InvalidArgument"), "reason file: {reason}");
 }
+
+/// How a small file is changed while its PUT is on the way.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    Append,
+    /// Same inode, same size, different bytes: only the mtime tells.
+    RewriteInPlace,
+    /// A new version saved beside it and renamed over it (an editor's atomic save).
+    Replace,
+}
+
+/// A small file changes while its PUT waits at the server. The earlier bytes reach the
+/// bucket (the server checks them against their own SHA-256), but the file must not go to
+/// done/ under that upload: it goes round again, and its new version replaces the object at
+/// the same key (the earlier object is remembered as this file's own unfinished one).
+async fn small_file_changed_during_its_upload(change: Change) {
+    use std::io::Write as _;
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, Setup::new());
+    let inbox = daemon.inbox().clone();
+    let rel = "minutes.txt";
+    let key = inbox.key(rel);
+    s3.push(
+        Op::PutObject,
+        Fault::delay(std::time::Duration::from_secs(2))
+            .for_key(&key)
+            .times(1),
+    );
+    let old = content(51, 30_000);
+    inbox.drop(rel, &old);
+    daemon.start();
+    wait_until(TIMEOUT, "the first PUT has arrived", || {
+        s3.requests_for(Op::PutObject, &key) >= 1
+    })
+    .await;
+    let path = inbox.file(rel);
+    let new = match change {
+        Change::Append => {
+            let extra = content(52, 5_000);
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open for append");
+            f.write_all(&extra).expect("append");
+            [old.as_slice(), &extra].concat()
+        }
+        Change::RewriteInPlace => {
+            let new = content(53, old.len());
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open for rewrite");
+            f.write_all(&new).expect("rewrite");
+            new
+        }
+        Change::Replace => {
+            let new = content(54, 12_000);
+            let tmp = daemon.dir().join("minutes.tmp");
+            std::fs::write(&tmp, &new).expect("write the new version");
+            std::fs::rename(&tmp, &path).expect("rename it over the file");
+            new
+        }
+    };
+    wait_until(TIMEOUT, "minutes.txt in done/", || inbox.is_done(rel)).await;
+    daemon.stop().await;
+
+    inbox.assert_done(rel, &new);
+    assert_object(&s3, &key, &new).await;
+    assert_eq!(
+        s3.list(BUCKET).await,
+        vec![key.clone()],
+        "objects after a {change:?}"
+    );
+    assert_eq!(
+        s3.puts(&key).await,
+        2,
+        "writes of {key}: the first version, then the new one"
+    );
+    daemon.inbox().assert_no_failures();
+    assert!(
+        strip_ansi(&daemon.all_stdout()).contains("file changed during upload"),
+        "no line says the file changed during its upload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_appended_during_its_upload_ends_whole_under_its_own_key() {
+    small_file_changed_during_its_upload(Change::Append).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_rewritten_during_its_upload_ends_whole_under_its_own_key() {
+    small_file_changed_during_its_upload(Change::RewriteInPlace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_replaced_during_its_upload_ends_whole_under_its_own_key() {
+    small_file_changed_during_its_upload(Change::Replace).await;
+}

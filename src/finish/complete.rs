@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::reason::Reason;
 use super::{FinishStage, STUCK_RETRY, left_here};
 use crate::beneath;
-use crate::ledger::{Record, State};
+use crate::ledger::{AbandonedObject, Record, State};
 use crate::run::{Fate, Mode};
 use crate::telemetry::escape;
 use crate::upload::{FileResult, Outcome};
@@ -41,6 +41,11 @@ impl FinishStage {
     ) -> (Fate, bool) {
         let inbox = &self.inboxes[o.file.inbox];
         let path = &o.file.path;
+        if let Some(Err(e)) = &moved
+            && super::group::changed_since(e)
+        {
+            return self.changed_before_move(o);
+        }
         if left_here(o, rec.as_ref())
             && matches!(
                 o.result,
@@ -132,6 +137,35 @@ impl FinishStage {
                 (Fate::Requeued, self.count(o, Fate::Requeued))
             }
         }
+    }
+
+    /// The file changed after its verdict (found when it was to be moved): it stays and goes
+    /// round again once stable. An object uploaded from it holds the earlier bytes (the server
+    /// verified them); it is remembered as ours and unfinished, so that the next version of
+    /// this file may replace it (best effort: losing this record costs a renamed key at worst,
+    /// never data). The ledger's record of the earlier bytes stays `uploaded`, which is true.
+    fn changed_before_move(&self, o: &Outcome) -> (Fate, bool) {
+        let inbox = &self.inboxes[o.file.inbox];
+        let news = self.count(o, Fate::Requeued);
+        if let (FileResult::Uploaded { key, .. }, Some(sha)) = (&o.result, &o.sha256) {
+            let obj = AbandonedObject {
+                v: 1,
+                sha256: sha.clone(),
+                size: o.file.size,
+                inbox: inbox.name.clone(),
+                rel_path: o.file.rel.to_string_lossy().into_owned(),
+            };
+            if let Err(e) = self.ledger.put_abandoned(&inbox.bucket, key, &obj) {
+                tracing::debug!(error = %e, "cannot remember the object of a changed file");
+            }
+            tracing::warn!(inbox = %inbox.name, path = %escape(&o.file.rel), key = %escape(key),
+                "file changed during upload; it will be uploaded again once stable");
+        } else {
+            tracing::info!(inbox = %inbox.name, path = %escape(&o.file.rel),
+                "file changed while being processed; it goes round again once stable");
+        }
+        self.claims.release(&o.file.path);
+        (Fate::Requeued, news)
     }
 
     /// A claimed file (shared inbox) gone from this host's claim folder when it is to be

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::{FinishStage, left_here, timed_out};
 use crate::beneath;
 use crate::ledger::{LedgerError, Record, State};
+use crate::settle::Signature;
 use crate::upload::{FileResult, Outcome, Report};
 
 impl FinishStage {
@@ -80,27 +81,28 @@ impl FinishStage {
             let Some(to) = self.move_target(o, rec.as_ref()) else {
                 continue;
             };
-            let job = (
+            let job = MoveJob {
                 i,
-                o.file.root.clone(),
-                o.file.at.clone(),
-                o.file.rel.clone(),
+                root: o.file.root.clone(),
+                at: o.file.at.clone(),
+                rel: o.file.rel.clone(),
                 to,
-            );
+                sig: o.file.sig,
+            };
             match jobs.iter_mut().find(|(inbox, _)| *inbox == o.file.inbox) {
                 Some((_, list)) => list.push(job),
                 None => jobs.push((o.file.inbox, vec![job])),
             }
         }
         for (inbox, list) in jobs {
-            let idx: Vec<usize> = list.iter().map(|(i, ..)| *i).collect();
+            let idx: Vec<usize> = list.iter().map(|j| j.i).collect();
             let done = self.guards[inbox]
                 .run_with_progress(move |progress| {
                     list.into_iter()
-                        .map(|(i, root, at, rel, to)| {
-                            let moved = beneath::move_no_clobber(&root, &at, &to, &rel);
+                        .map(|j| {
+                            let moved = j.check_and_move();
                             progress.tick();
-                            (i, moved)
+                            (j.i, moved)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -123,6 +125,48 @@ impl FinishStage {
     }
 }
 
-/// One move of a group: (index in the group, the file's root, where it is below it, its
-/// relative path, destination folder).
-type MoveJob = (usize, PathBuf, PathBuf, PathBuf, PathBuf);
+/// One move of a group.
+struct MoveJob {
+    /// Index in the group.
+    i: usize,
+    /// The file's root, where it is below it, and its relative path.
+    root: PathBuf,
+    at: PathBuf,
+    rel: PathBuf,
+    /// done/ or failed/.
+    to: PathBuf,
+    /// The file as it was judged (uploaded, found a duplicate, failed).
+    sig: Signature,
+}
+
+impl MoveJob {
+    /// Moves the file, if it is still the file that was judged. A file changed or replaced
+    /// since (written to during its upload, a new version saved over it) must not go to
+    /// done/ or failed/ under a verdict about other bytes: it is left where it is, with
+    /// [`ChangedSince`], and goes round again. Checked in the same call as the move, so
+    /// nothing but the rename itself comes between the check and the move.
+    fn check_and_move(&self) -> std::io::Result<beneath::Moved> {
+        match beneath::metadata(&self.root, &self.at) {
+            Ok(m) if Signature::of(&m) != self.sig => Err(std::io::Error::other(ChangedSince)),
+            // Unchanged, or not there to look at: the move says what became of it.
+            _ => beneath::move_no_clobber(&self.root, &self.at, &self.to, &self.rel),
+        }
+    }
+}
+
+/// The file at the name is no longer the file the verdict is about.
+#[derive(Debug)]
+pub(super) struct ChangedSince;
+
+impl std::fmt::Display for ChangedSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file changed after it was judged")
+    }
+}
+
+impl std::error::Error for ChangedSince {}
+
+/// Whether a move was not made because the file had changed ([`ChangedSince`]).
+pub(super) fn changed_since(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<ChangedSince>())
+}

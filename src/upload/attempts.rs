@@ -8,7 +8,7 @@ use super::gate::Blocked;
 use super::pause::Admit;
 use super::s3::{self, Disposition, Put, PutError};
 use super::{FileResult, Job, Shared, backoff, changed_since, multipart};
-use crate::ledger::{AbandonedObject, Record};
+use crate::ledger::Record;
 use crate::run::Mode;
 
 /// How a file's bytes go up.
@@ -112,23 +112,9 @@ pub(super) async fn upload_loop(
                     // The abandoned earlier version is replaced: nothing to remember any more.
                     let _ = sh.ledger.remove_abandoned(&inbox.bucket, &key);
                 }
-                if changed_since(sh, file).await {
-                    // The object holds what we hashed (the server verified it), but the file
-                    // has moved on: done/ would not match the bucket. Go round again, and
-                    // remember the object as ours and unfinished so that the next version of
-                    // this file may replace it (best effort: losing this record costs a
-                    // renamed key at worst, never data).
-                    let obj = AbandonedObject {
-                        v: 1,
-                        sha256: hex.to_owned(),
-                        size: file.size,
-                        inbox: inbox.name.clone(),
-                        rel_path: rel.to_owned(),
-                    };
-                    let _ = sh.ledger.put_abandoned(&inbox.bucket, &key, &obj);
-                    tracing::warn!(key = %crate::telemetry::escape(&key), "file changed during upload; it will be uploaded again once stable");
-                    return (attempts, FileResult::Changed);
-                }
+                // Whether the file is still the one uploaded is checked by finish, right before
+                // it moves the file, in the same call as the move (no hand-off per file here,
+                // and no gap between the check and the move).
                 if key != default_key {
                     tracing::warn!(key = %crate::telemetry::escape(&key), default_key, "a different object already had this file's key; uploaded under a new key");
                 }
