@@ -5,6 +5,7 @@
 use super::capabilities::{self, Cond};
 use super::existing::{Existing, Target, on_existing_object};
 use super::gate::Blocked;
+use super::next::{Next, next_step};
 use super::pause::Admit;
 use super::s3::{self, Disposition, Put, PutError};
 use super::{FileResult, Job, Shared, backoff, changed_since, multipart};
@@ -248,22 +249,9 @@ pub(super) async fn upload_loop(
         } else {
             drop(attempt);
         }
-        match disposition {
-            Disposition::Retry
-            | Disposition::Unreachable
-            | Disposition::AlreadyExists
-            | Disposition::BadDigest
-            | Disposition::UploadGone
-            | Disposition::PartsMissing => {
-                transient += 1;
-                if transient >= sh.settings.max_attempts {
-                    return (
-                        attempts,
-                        FileResult::Deferred {
-                            reason: failure.message,
-                        },
-                    );
-                }
+        match next_step(disposition, transient, sh.settings.max_attempts, sh.mode) {
+            Next::Retry { transient: t } => {
+                transient = t;
                 let delay = backoff(sh.settings.retry_initial, sh.settings.retry_max, transient);
                 tracing::warn!(error = %failure, retry_in = ?delay, attempt = attempts, "upload failed; retrying");
                 crate::run::retried();
@@ -272,16 +260,19 @@ pub(super) async fn upload_loop(
                     _ = sh.intake.cancelled() => return (attempts, FileResult::Interrupted),
                 }
             }
-            Disposition::FatalConfig => {
-                if sh.mode == Mode::Once {
+            Next::Defer => {
+                if disposition == Disposition::FatalConfig {
+                    // `once`: nothing pauses; say what to fix, and leave the file.
                     tracing::error!(error = %failure, "bucket, credential or clock problem; the error says what to fix");
-                    return (
-                        attempts,
-                        FileResult::Deferred {
-                            reason: failure.message,
-                        },
-                    );
                 }
+                return (
+                    attempts,
+                    FileResult::Deferred {
+                        reason: failure.message,
+                    },
+                );
+            }
+            Next::Pause => {
                 let until = pause.pause(&failure.message);
                 return (
                     attempts,
@@ -291,7 +282,7 @@ pub(super) async fn upload_loop(
                     },
                 );
             }
-            Disposition::Permanent => {
+            Next::Fail => {
                 return (
                     attempts,
                     FileResult::Failed {

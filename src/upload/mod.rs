@@ -25,6 +25,7 @@ pub mod hash;
 pub mod keys;
 pub mod liveness;
 pub mod multipart;
+mod next;
 pub mod object;
 pub mod outage;
 mod outcome;
