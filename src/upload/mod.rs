@@ -204,16 +204,17 @@ impl UploadStage {
             while let Some((_, lane, (batch, file))) = admission.start_next() {
                 let shared = shared.clone();
                 let output = output.clone();
-                let done = done_tx.clone();
+                // Frees the slot when the task ends, however it ends (a panic included: a
+                // slot never freed would keep `once` from ever finishing).
+                let slot = Slot(done_tx.clone(), lane);
                 tracker.spawn(async move {
+                    let _slot = slot;
                     let outcome = process(&shared, file, batch).await;
                     shared
                         .finished
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // If finish is gone the daemon is going down; the ledger still knows.
                     let _ = output.send(Report::File(Box::new(outcome))).await;
-                    // The stage loop has gone only when nothing is left to start.
-                    let _ = done.send(lane);
                 });
             }
             held.store(
@@ -247,6 +248,16 @@ impl UploadStage {
         tracker.close();
         tracker.wait().await;
         stop_probing.cancel();
+    }
+}
+
+/// A started file's slot in admission: freed (told to the stage loop) when dropped.
+struct Slot(mpsc::UnboundedSender<Lane>, Lane);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The stage loop has gone only when nothing is left to start.
+        let _ = self.0.send(self.1);
     }
 }
 
