@@ -13,6 +13,16 @@ use support::{
 };
 
 /// Files of the inbox that are not inboxd's own bookkeeping (`.inboxd/`).
+/// Hosts a and b on one shared inbox, both started, watching with kernel events.
+fn two_started_hosts(s3: &TestS3) -> (Daemon, Daemon, Inbox) {
+    let mut a = Daemon::new(s3, host("a", None, "events"));
+    let inbox = a.inbox().clone();
+    let mut b = Daemon::new(s3, host("b", Some(&inbox), "events"));
+    a.start();
+    b.start();
+    (a, b, inbox)
+}
+
 fn waiting(inbox: &Inbox) -> Vec<String> {
     inbox
         .files()
@@ -175,11 +185,7 @@ async fn a_killed_hosts_claims_are_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_inbox_shows_its_hosts_in_status_and_metrics() {
     let s3 = TestS3::start().await;
-    let mut a = Daemon::new(&s3, host("a", None, "events"));
-    let inbox = a.inbox().clone();
-    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
-    a.start();
-    b.start();
+    let (mut a, mut b, inbox) = two_started_hosts(&s3);
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     let hosts = loop {
         if let Some(url) = listener_url(&a.stdout()) {
@@ -305,11 +311,7 @@ async fn a_host_whose_claim_was_taken_over_lets_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_files_in_a_shared_inbox_go_to_failed_once() {
     let s3 = TestS3::start().await;
-    let mut a = Daemon::new(&s3, host("a", None, "events"));
-    let inbox = a.inbox().clone();
-    let mut b = Daemon::new(&s3, host("b", Some(&inbox), "events"));
-    a.start();
-    b.start();
+    let (mut a, mut b, inbox) = two_started_hosts(&s3);
     support::mkfifo(&inbox.file("pipe.pdf"));
     let secret = a.dir().join("secret.txt");
     std::fs::write(&secret, b"not for the bucket").unwrap();

@@ -6,8 +6,8 @@ mod support;
 use support::assert_object;
 use support::s3::TestS3;
 use support::{
-    BUCKET, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content, field,
-    strip_ansi, wait_until,
+    BUCKET, Change, Daemon, Fault, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
+    field, strip_ansi, wait_until,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,22 +345,11 @@ async fn a_failed_file_whose_move_fails_is_not_uploaded_again() {
     assert!(reason.contains("InvalidArgument"), "reason file: {reason}");
 }
 
-/// How a small file is changed while its PUT is on the way.
-#[derive(Clone, Copy, Debug)]
-enum Change {
-    Append,
-    /// Same inode, same size, different bytes: only the mtime tells.
-    RewriteInPlace,
-    /// A new version saved beside it and renamed over it (an editor's atomic save).
-    Replace,
-}
-
 /// A small file changes while its PUT waits at the server. The earlier bytes reach the
 /// bucket (the server checks them against their own SHA-256), but the file must not go to
 /// done/ under that upload: it goes round again, and its new version replaces the object at
 /// the same key (the earlier object is remembered as this file's own unfinished one).
 async fn small_file_changed_during_its_upload(change: Change) {
-    use std::io::Write as _;
     let s3 = TestS3::start().await;
     let mut daemon = Daemon::new(&s3, Setup::new());
     let inbox = daemon.inbox().clone();
@@ -379,34 +368,7 @@ async fn small_file_changed_during_its_upload(change: Change) {
         s3.requests_for(Op::PutObject, &key) >= 1
     })
     .await;
-    let path = inbox.file(rel);
-    let new = match change {
-        Change::Append => {
-            let extra = content(52, 5_000);
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .expect("open for append");
-            f.write_all(&extra).expect("append");
-            [old.as_slice(), &extra].concat()
-        }
-        Change::RewriteInPlace => {
-            let new = content(53, old.len());
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .expect("open for rewrite");
-            f.write_all(&new).expect("rewrite");
-            new
-        }
-        Change::Replace => {
-            let new = content(54, 12_000);
-            let tmp = daemon.dir().join("minutes.tmp");
-            std::fs::write(&tmp, &new).expect("write the new version");
-            std::fs::rename(&tmp, &path).expect("rename it over the file");
-            new
-        }
-    };
+    let new = change.apply(&inbox.file(rel), &old, daemon.dir(), 52, 12_000);
     wait_until(TIMEOUT, "minutes.txt in done/", || inbox.is_done(rel)).await;
     daemon.stop().await;
 

@@ -233,6 +233,19 @@ async fn in_poll_mode_a_cut_file_waits_and_goes_once_finished() {
     inbox.assert_no_failures();
 }
 
+/// A started daemon with the default settle (2 s) that watches its inbox with kernel events
+/// (the fast paths need them), and its inbox.
+async fn watching_with_events(s3: &TestS3) -> (Daemon, Inbox) {
+    let mut daemon = Daemon::new(s3, Setup::new().settle("2s"));
+    let inbox = daemon.inbox().clone();
+    daemon.start();
+    wait_until(TIMEOUT, "the daemon watches with kernel events", || {
+        daemon.stdout().contains("watching with kernel events")
+    })
+    .await;
+    (daemon, inbox)
+}
+
 /// Real binary, real clock: with the default settle (2 s), a PDF whose writer has closed it
 /// is in the bucket long before a settle window could have passed. The slowest path without
 /// the fast path is a first look, then 2 s of quiet, then a second look: no object can exist
@@ -242,13 +255,7 @@ async fn in_poll_mode_a_cut_file_waits_and_goes_once_finished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_pdf_reaches_the_bucket_well_before_settle() {
     let s3 = TestS3::start().await;
-    let mut daemon = Daemon::new(&s3, Setup::new().settle("2s"));
-    let inbox = daemon.inbox().clone();
-    daemon.start();
-    wait_until(TIMEOUT, "the daemon watches with kernel events", || {
-        daemon.stdout().contains("watching with kernel events")
-    })
-    .await;
+    let (mut daemon, inbox) = watching_with_events(&s3).await;
     let bytes = formats::pdf(5);
     let key = inbox.key("letter.pdf");
     let began = std::time::Instant::now();
@@ -294,13 +301,7 @@ async fn a_closed_pdf_reaches_the_bucket_well_before_settle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdf_renamed_into_place_reaches_the_bucket_well_before_settle() {
     let s3 = TestS3::start().await;
-    let mut daemon = Daemon::new(&s3, Setup::new().settle("2s"));
-    let inbox = daemon.inbox().clone();
-    daemon.start();
-    wait_until(TIMEOUT, "the daemon watches with kernel events", || {
-        daemon.stdout().contains("watching with kernel events")
-    })
-    .await;
+    let (mut daemon, inbox) = watching_with_events(&s3).await;
     // Within the inbox: the temporary name is hidden, so it is never a candidate itself.
     let saved = formats::pdf(6);
     let tmp = inbox.path.join(".saved.pdf.tmp");

@@ -7,13 +7,12 @@
 mod support;
 
 use std::fs;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use support::assert_object;
 use support::s3::TestS3;
 use support::{
-    BUCKET, Daemon, Fault, MIB, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
+    BUCKET, Change, Daemon, Fault, MIB, Op, S3ErrorCode, Setup, TIMEOUT, assert_bytes_eq, content,
     sha256_hex, wait_until,
 };
 
@@ -304,17 +303,6 @@ async fn kill_during_multipart_then_file_removed_aborts_the_upload_at_startup() 
     );
 }
 
-/// How the file is changed while its parts are on the way.
-#[derive(Clone, Copy, Debug)]
-enum Change {
-    /// It grows.
-    Append,
-    /// Same inode, same size, different bytes: only the mtime tells.
-    RewriteInPlace,
-    /// A new file renamed over it.
-    Replace,
-}
-
 async fn file_changed_during_multipart_upload(change: Change) {
     let s3 = TestS3::start().await;
     let mut daemon = Daemon::new(&s3, setup().concurrency(4));
@@ -336,34 +324,11 @@ async fn file_changed_during_multipart_upload(change: Change) {
     })
     .await;
 
-    let path = inbox.file(rel);
-    let new = match change {
-        Change::Append => {
-            let extra = content(42, PART / 2);
-            let mut f = fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .expect("open for append");
-            f.write_all(&extra).expect("append");
-            [old.as_slice(), &extra].concat()
-        }
-        Change::RewriteInPlace => {
-            let new = content(43, old.len());
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .expect("open for rewrite");
-            f.write_all(&new).expect("rewrite");
-            new
-        }
-        Change::Replace => {
-            let new = content(44, PART * 3);
-            let tmp = daemon.dir().join("replacement.bin");
-            fs::write(&tmp, &new).expect("write replacement");
-            fs::rename(&tmp, &path).expect("rename replacement over the file");
-            new
-        }
+    let len = match change {
+        Change::Append => PART / 2,
+        _ => PART * 3,
     };
+    let new = change.apply(&inbox.file(rel), &old, daemon.dir(), 42, len);
     wait_until(TIMEOUT, "growing.bin is in done/", || inbox.is_done(rel)).await;
     daemon.stop().await;
 
@@ -817,36 +782,28 @@ async fn part_errors_beyond_max_attempts_defer_and_the_upload_resumes_later() {
     daemon.inbox().assert_no_failures();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_files_never_take_every_upload_slot() {
-    // Two large files whose parts the server holds for minutes: with concurrency 4, their
-    // parts may hold only three slots, so small files dropped afterwards still go out at once.
-    let s3 = TestS3::start().await;
-    let mut daemon = Daemon::new(&s3, setup().concurrency(4));
-    let inbox = daemon.inbox().clone();
-    let big = [
-        ("big one.bin", content(61, PART * 4)),
-        ("big two.bin", content(62, PART * 4)),
-    ];
-    for (rel, _) in &big {
-        stall_parts_after(&s3, &inbox.key(rel), 0);
-    }
+/// With `big` dropped into `daemon`'s inbox (concurrency 4) and the server holding their
+/// parts for minutes (see [`stall_parts_after`]): waits until they hold the three part slots
+/// that concurrency 4 leaves them, drops five small files, and checks that these go out whole
+/// at once while the large files stay held.
+async fn small_files_go_while_large_ones_are_held(
+    s3: &TestS3,
+    daemon: &Daemon,
+    big: &[(String, Vec<u8>)],
+    seed: u64,
+) {
+    let inbox = daemon.inbox();
     let parts_in_flight = || -> usize {
         big.iter()
             .map(|(rel, _)| s3.requests_for(Op::UploadPart, &inbox.key(rel)))
             .sum()
     };
-    daemon.start();
-    for (rel, bytes) in &big {
-        inbox.drop(rel, bytes);
-    }
     wait_until(TIMEOUT, "large files holding their part slots", || {
         parts_in_flight() >= 3
     })
     .await;
-
     let small: Vec<(String, Vec<u8>)> = (0..5)
-        .map(|i| (format!("small {i}.pdf"), content(70 + i, 20_000)))
+        .map(|i| (format!("small {i}.pdf"), content(seed + i, 20_000)))
         .collect();
     for (rel, bytes) in &small {
         inbox.drop(rel, bytes);
@@ -857,13 +814,13 @@ async fn large_files_never_take_every_upload_slot() {
     .await;
     for (rel, bytes) in &small {
         inbox.assert_done(rel, bytes);
-        assert_object(&s3, &inbox.key(rel), bytes).await;
+        assert_object(s3, &inbox.key(rel), bytes).await;
     }
     // The large files are still held at the server: the small ones did not wait for them.
-    for (rel, _) in &big {
+    for (rel, _) in big {
         assert!(
-            !inbox.is_done(rel),
-            "{rel} finished although its parts are held"
+            inbox.in_inbox(rel),
+            "{rel} left the inbox although its parts are held"
         );
     }
     assert_eq!(
@@ -871,54 +828,49 @@ async fn large_files_never_take_every_upload_slot() {
         3,
         "parts in flight: three quarters of concurrency 4"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_never_take_every_upload_slot() {
+    // Two large files of four parts each, dropped into a running daemon: their parts may
+    // hold only three of the four slots.
+    let s3 = TestS3::start().await;
+    let mut daemon = Daemon::new(&s3, setup().concurrency(4));
+    let inbox = daemon.inbox().clone();
+    let big = [
+        ("big one.bin".to_owned(), content(61, PART * 4)),
+        ("big two.bin".to_owned(), content(62, PART * 4)),
+    ];
+    for (rel, _) in &big {
+        stall_parts_after(&s3, &inbox.key(rel), 0);
+    }
+    daemon.start();
+    for (rel, bytes) in &big {
+        inbox.drop(rel, bytes);
+    }
+    small_files_go_while_large_ones_are_held(&s3, &daemon, &big, 70).await;
     daemon.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_files_never_holds_back_small_ones() {
-    // Ten large files whose parts the server holds for minutes, more than the upload stage
-    // starts at once (concurrency 4: eight files). Large files start in their own lane (three,
-    // as many as may send parts), the rest wait without taking a slot, so small files dropped
-    // afterwards still go out at once.
+    // Ten large files waiting at startup, more than the upload stage starts at once
+    // (concurrency 4: eight files). Large files start in their own lane (three, as many as
+    // may send parts), the rest wait without taking a slot, so small files dropped
+    // afterwards still go out at once. (Before, the ten took every admission slot and the
+    // small files never went while the large ones were held.)
     let s3 = TestS3::start().await;
     let mut daemon = Daemon::new(&s3, setup().concurrency(4).batch_max_files(1));
     let inbox = daemon.inbox().clone();
     let big: Vec<(String, Vec<u8>)> = (0..10)
         .map(|i| (format!("big {i}.bin"), content(600 + i, PART + 1_000)))
         .collect();
-    for (rel, _) in &big {
-        stall_parts_after(&s3, &inbox.key(rel), 0);
-    }
-    let parts_in_flight = || -> usize {
-        big.iter()
-            .map(|(rel, _)| s3.requests_for(Op::UploadPart, &inbox.key(rel)))
-            .sum()
-    };
     for (rel, bytes) in &big {
+        stall_parts_after(&s3, &inbox.key(rel), 0);
         inbox.drop(rel, bytes);
     }
     daemon.start();
-    wait_until(TIMEOUT, "large files holding their part slots", || {
-        parts_in_flight() >= 3
-    })
-    .await;
-    let small: Vec<(String, Vec<u8>)> = (0..5)
-        .map(|i| (format!("small {i}.pdf"), content(620 + i, 20_000)))
-        .collect();
-    for (rel, bytes) in &small {
-        inbox.drop(rel, bytes);
-    }
-    wait_until(TIMEOUT, "every small file in done/", || {
-        small.iter().all(|(rel, _)| inbox.is_done(rel))
-    })
-    .await;
-    for (rel, bytes) in &small {
-        inbox.assert_done(rel, bytes);
-        assert_object(&s3, &inbox.key(rel), bytes).await;
-    }
-    assert_eq!(parts_in_flight(), 3, "large files sending parts at once");
-    let waiting = big.iter().filter(|(rel, _)| inbox.in_inbox(rel)).count();
-    assert_eq!(waiting, 10, "large files left in the inbox");
+    small_files_go_while_large_ones_are_held(&s3, &daemon, &big, 620).await;
     daemon.kill().await;
 }
 

@@ -1070,3 +1070,50 @@ pub fn chromium() -> Option<std::path::PathBuf> {
     });
     None
 }
+
+/// How a test changes a file while the daemon works on it.
+#[derive(Clone, Copy, Debug)]
+pub enum Change {
+    /// It grows by `len` bytes.
+    Append,
+    /// Same inode, same size, different bytes: only the mtime tells.
+    RewriteInPlace,
+    /// A new version of `len` bytes, written in `scratch` (beside the inbox, on the same file
+    /// system) and renamed over it: an editor's atomic save.
+    Replace,
+}
+
+impl Change {
+    /// Changes the file at `path`, which holds `old`; returns the bytes it holds now (made
+    /// from `seed`).
+    pub fn apply(self, path: &Path, old: &[u8], scratch: &Path, seed: u64, len: usize) -> Vec<u8> {
+        use std::io::Write as _;
+        match self {
+            Change::Append => {
+                let extra = content(seed, len);
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .expect("open for append");
+                f.write_all(&extra).expect("append");
+                [old, extra.as_slice()].concat()
+            }
+            Change::RewriteInPlace => {
+                let new = content(seed, old.len());
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .expect("open for rewrite");
+                f.write_all(&new).expect("rewrite");
+                new
+            }
+            Change::Replace => {
+                let new = content(seed, len);
+                let tmp = scratch.join("replacement.tmp");
+                std::fs::write(&tmp, &new).expect("write the new version");
+                std::fs::rename(&tmp, path).expect("rename it over the file");
+                new
+            }
+        }
+    }
+}
